@@ -1,0 +1,89 @@
+"""Helpers shared by the dataset preparation scripts: split lists, NIfTI output and the datalist file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["read_case_list", "save_volume", "write_datalist"]
+
+
+def read_case_list(path: str | Path) -> list[str]:
+    """Read a split list: one case identifier per line, blank lines and ``#`` comments ignored.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: when the list holds no case or a case twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split list not found: {path}")
+    cases = [line.strip() for line in path.read_text().splitlines()]
+    cases = [c for c in cases if c and not c.startswith("#")]
+    if not cases:
+        raise ValueError(f"split list {path} holds no case identifier")
+    duplicates = sorted({c for c in cases if cases.count(c) > 1})
+    if duplicates:
+        raise ValueError(f"split list {path} names these cases more than once: {duplicates}")
+    return cases
+
+
+def save_volume(
+    array: np.ndarray, path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0), affine: np.ndarray | None = None
+) -> Path:
+    """Write a 3D array as NIfTI (``.nii.gz``) with the given voxel spacing (mm) or a full affine.
+
+    Args:
+        array: volume shaped (X, Y, Z); float arrays are stored as float32, integer ones as uint8.
+        path: output file; parent folders are created.
+        spacing: voxel size in mm along X, Y, Z, used when ``affine`` is None.
+        affine: 4x4 voxel-to-world matrix (RAS, as nibabel uses it).
+    """
+    if array.ndim != 3:
+        raise ValueError(f"expected a 3D volume for {path}, got shape {array.shape}")
+    if affine is None:
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"spacing must be three positive numbers, got {spacing} for {path}")
+        affine = np.diag([float(s) for s in spacing] + [1.0])
+    dtype = np.uint8 if np.issubdtype(array.dtype, np.integer) or array.dtype == bool else np.float32
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.asarray(affine, dtype=np.float64))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, str(path))
+    return path
+
+
+def write_datalist(
+    dst: str | Path,
+    training: Sequence[dict],
+    test: Sequence[dict] = (),
+    validation: Sequence[dict] = (),
+    unlabeled: Sequence[dict] = (),
+    **metadata: object,
+) -> Path:
+    """Write ``<dst>/datalist.json`` in the MSD style that the bundles read.
+
+    Paths inside the entries should be relative to ``dst`` so that the folder can be moved; the bundles resolve
+    them against ``dataset_dir``. Extra keyword arguments (name, description, effective split...) are stored as
+    top-level fields.
+    """
+    if not training:
+        raise ValueError(f"refusing to write a datalist with no training case into {dst}")
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    content: dict[str, object] = dict(metadata)
+    content["training"] = list(training)
+    if validation:
+        content["validation"] = list(validation)
+    if unlabeled:
+        content["unlabeled"] = list(unlabeled)
+    if test:
+        content["test"] = list(test)
+    out = dst / "datalist.json"
+    out.write_text(json.dumps(content, indent=2) + "\n")
+    return out

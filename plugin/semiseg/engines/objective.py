@@ -1,0 +1,193 @@
+"""The training objective of the dual-network method: every loss term of one iteration and their weights.
+
+Implements the total loss of Lu et al., "Enhancing Dual Network Based Semi-Supervised Medical Image Segmentation
+with Uncertainty-Guided Pseudo-Labeling", Knowledge-Based Systems 2025 (arXiv 2509.13084), as the project defines
+it in DESIGN.md:
+
+    L = sum_k L_sup(z_k, y) + w_cr * L_cr + lambda(t) * (L_cps + L_ef + L_kl + L_cos) + lambda_c(t) * L_con
+
+Supervised terms use the labeled part of the batch, every other term the unlabeled part. Each term is an
+optional module: ``None`` switches it off (the ablation), and with every unlabeled term off the objective is plain
+supervised training of the two branches.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+from monai.losses import DiceCELoss
+
+from semiseg.engines.schedules import ConstantSchedule
+from semiseg.losses import PrototypeContrastiveLoss, ReliabilityMasks, compute_reliability
+
+__all__ = ["DualNetworkObjective", "TEACHER_MODES"]
+
+TEACHER_MODES = ("symmetric", "weaker")
+
+
+class DualNetworkObjective(nn.Module):
+    """All loss terms of one iteration of dual-network semi-supervised training.
+
+    Args:
+        supervised_loss: loss of each branch against the labels; default ``DiceCELoss(to_onehot_y=True, softmax=True)``.
+        cross_pseudo: cross pseudo supervision between the branches (``CrossPseudoSupervisionLoss``) or None.
+        entropy_filter: entropy-filtered supervision (``EntropyFilteredLoss``) or None.
+        kl_uncertainty: KL uncertainty weighting (``KLUncertaintyLoss``), applied teacher -> student, or None.
+        consistency: prediction consistency (``PredictionConsistencyLoss``) or None.
+        contrastive: prototype contrastive loss (``PrototypeContrastiveLoss``) or None; each branch gets its own
+            copy, since each keeps its own prototypes.
+        cross_reliable: cross-reliable supervision on labeled voxels (``CrossReliableSupervisionLoss``) or None.
+        cross_reliable_weight: weight of ``cross_reliable`` inside the supervised part.
+        unlabeled_weight: schedule ``iteration -> lambda(t)`` of the pseudo-label terms (CPS, entropy filter, KL,
+            consistency), or a number for a constant weight.
+        contrastive_weight: schedule ``iteration -> lambda_c(t)`` of the contrastive term, or a number.
+        percentile: optional schedule ``iteration -> q`` of the entropy percentile; None keeps the value the entropy
+            filter was built with (20 by default).
+        teacher_mode: ``"symmetric"``: both branches learn every unlabeled term. ``"weaker"``: as in the released
+            recipe, the KL, consistency and contrastive terms train only the branch with the higher supervised loss
+            of the iteration, taught by the other.
+    """
+
+    def __init__(
+        self,
+        supervised_loss: nn.Module | None = None,
+        cross_pseudo: nn.Module | None = None,
+        entropy_filter: nn.Module | None = None,
+        kl_uncertainty: nn.Module | None = None,
+        consistency: nn.Module | None = None,
+        contrastive: PrototypeContrastiveLoss | None = None,
+        cross_reliable: nn.Module | None = None,
+        cross_reliable_weight: float = 0.5,
+        unlabeled_weight: Callable[[int], float] | float = 0.1,
+        contrastive_weight: Callable[[int], float] | float = 0.1,
+        percentile: Callable[[int], float] | None = None,
+        teacher_mode: str = "symmetric",
+    ) -> None:
+        super().__init__()
+        if teacher_mode not in TEACHER_MODES:
+            raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}, got {teacher_mode!r}.")
+        if cross_reliable_weight < 0:
+            raise ValueError(f"cross_reliable_weight must be >= 0, got {cross_reliable_weight}.")
+        if percentile is not None and entropy_filter is None and contrastive is None:
+            raise ValueError("a percentile schedule needs the entropy filter or the contrastive term to act on.")
+        self.supervised_loss = supervised_loss or DiceCELoss(to_onehot_y=True, softmax=True)
+        self.cross_pseudo = cross_pseudo
+        self.entropy_filter = entropy_filter
+        self.kl_uncertainty = kl_uncertainty
+        self.consistency = consistency
+        self.contrastive_a = contrastive
+        self.contrastive_b = copy.deepcopy(contrastive)
+        self.cross_reliable = cross_reliable
+        self.cross_reliable_weight = float(cross_reliable_weight)
+        self.unlabeled_weight = _as_schedule(unlabeled_weight)
+        self.contrastive_weight = _as_schedule(contrastive_weight)
+        self.percentile = percentile
+        self.teacher_mode = teacher_mode
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether any term learns from unlabeled volumes."""
+        terms = (self.cross_pseudo, self.entropy_filter, self.kl_uncertainty, self.consistency, self.contrastive_a)
+        return any(t is not None for t in terms)
+
+    def forward(self, outputs: dict[str, torch.Tensor], label: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
+        """Compute every active term and the weighted total.
+
+        Args:
+            outputs: the training-mode output of ``DualNet``: ``logits_a``, ``logits_b`` (B, C, *spatial) and
+                ``features_a``, ``features_b`` (B, F, *spatial) for a batch whose first ``label.shape[0]`` items are
+                labeled and the rest unlabeled.
+            label: labels of the labeled items, (B_l, 1, *spatial).
+            iteration: the trainer's iteration, read by the schedules.
+
+        Returns:
+            a dict of 0-dim tensors: ``loss`` (the total, to back-propagate), one entry per active term, and the
+            statistics ``weight_unlabeled``, ``weight_contrastive`` and, when reliability is computed,
+            ``percentile`` and ``reliable_fraction``.
+        """
+        n_l = label.shape[0]
+        z_a, z_b = outputs["logits_a"].float(), outputs["logits_b"].float()
+        terms = {"sup_a": self.supervised_loss(z_a[:n_l], label), "sup_b": self.supervised_loss(z_b[:n_l], label)}
+        if self.cross_reliable is not None:
+            terms["cross_reliable"] = self.cross_reliable_weight * self.cross_reliable(z_a[:n_l], z_b[:n_l], label)
+        total = sum(terms.values())
+
+        stats: dict[str, torch.Tensor] = {}
+        if z_a.shape[0] > n_l and self.uses_unlabeled:
+            unlabeled_terms, stats = self._unlabeled_terms(outputs, z_a[n_l:], z_b[n_l:], n_l, terms, iteration)
+            weights = {"weight_unlabeled": self.unlabeled_weight(iteration), "weight_contrastive": 0.0}
+            for name, value in unlabeled_terms.items():
+                weight = weights["weight_unlabeled"]
+                if name == "contrastive":
+                    weight = weights["weight_contrastive"] = self.contrastive_weight(iteration)
+                total = total + weight * value
+            terms.update(unlabeled_terms)
+            stats.update({k: torch.tensor(float(v)) for k, v in weights.items()})
+        return {"loss": total, **terms, **stats}
+
+    def _unlabeled_terms(
+        self,
+        outputs: dict[str, torch.Tensor],
+        u_a: torch.Tensor,
+        u_b: torch.Tensor,
+        n_l: int,
+        supervised: dict[str, torch.Tensor],
+        iteration: int,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The pseudo-label, uncertainty and contrastive terms on the unlabeled logits ``u_a``, ``u_b``."""
+        terms: dict[str, torch.Tensor] = {}
+        stats: dict[str, torch.Tensor] = {}
+        masks: ReliabilityMasks | None = None
+        if self.entropy_filter is not None or self.contrastive_a is not None:
+            q = self._current_percentile(iteration)
+            masks = compute_reliability(torch.softmax(u_a, 1), torch.softmax(u_b, 1), q)
+            stats["percentile"] = torch.tensor(q)
+            stats["reliable_fraction"] = masks.reliable.float().mean()
+        if self.cross_pseudo is not None:
+            terms["cps"] = self.cross_pseudo(u_a, u_b)
+        if self.entropy_filter is not None:
+            terms["entropy_filter"] = self.entropy_filter(u_a, u_b, masks)
+
+        # who learns the uncertainty-guided terms: both branches, or only the weaker one taught by the stronger
+        learners = ("a", "b")
+        if self.teacher_mode == "weaker":
+            learners = ("a",) if supervised["sup_a"] >= supervised["sup_b"] else ("b",)
+        logits = {"a": u_a, "b": u_b}
+        partner = {"a": "b", "b": "a"}
+        if self.kl_uncertainty is not None:
+            terms["kl"] = sum(self.kl_uncertainty(logits[k], logits[partner[k]]) for k in learners)
+        if self.consistency is not None:
+            if len(learners) == 2:
+                terms["consistency"] = self.consistency(u_a, u_b)
+            else:
+                k = learners[0]
+                terms["consistency"] = self.consistency(logits[k], logits[partner[k]].detach())
+        if self.contrastive_a is not None and masks is not None:
+            heads = {"a": self.contrastive_a, "b": self.contrastive_b}
+            reliable = {"a": masks.reliable_a, "b": masks.reliable_b}
+            terms["contrastive"] = sum(
+                heads[k](outputs[f"features_{k}"][n_l:].float(), masks.pseudo_label, reliable[k], masks.uncertain)
+                for k in learners
+            )
+        return terms, stats
+
+    def _current_percentile(self, iteration: int) -> float:
+        if self.percentile is not None:
+            q = float(self.percentile(iteration))
+            if self.entropy_filter is not None:
+                self.entropy_filter.percentile = q
+            return q
+        if self.entropy_filter is not None:
+            return float(self.entropy_filter.percentile)
+        return 20.0
+
+
+def _as_schedule(value: Callable[[int], float] | float) -> Callable[[int], float]:
+    if callable(value):
+        return value
+    if value < 0:
+        raise ValueError(f"a loss weight must be >= 0, got {value}.")
+    return ConstantSchedule(float(value))

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from semiseg.bundle import DatasetNotFoundError, default_bundle_root, image_datalist, load_bundle_datalist
+from semiseg.bundle import overlap_for_stride, require_cases
+
+
+def test_overlap_gives_the_literature_stride() -> None:
+    roi = [112, 112, 80]
+    overlap = overlap_for_stride(roi, [18, 18, 4])
+    assert [int(r * (1 - o)) for r, o in zip(roi, overlap)] == [18, 18, 4]
+    with pytest.raises(ValueError, match="between 1 and the window size"):
+        overlap_for_stride([16], [20])
+    with pytest.raises(ValueError, match="same length"):
+        overlap_for_stride([16, 16], [4])
+
+
+def test_bundle_root_from_the_command_line(tmp_path) -> None:
+    argv = ["monai.bundle", "run", "--config_file", "['bundles/la/configs/train.json','bundles/la/configs/demo.json']"]
+    assert default_bundle_root(argv).endswith("bundles/la")
+    assert default_bundle_root(["x", "--config_file", "/a/b/configs/train.json"]) == "/a/b"
+    assert default_bundle_root(["x"]) == "."
+
+
+def test_missing_dataset_says_how_to_prepare_it_or_run_the_demo(tmp_path) -> None:
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_bundle_datalist(str(tmp_path / "datalist.json"), str(tmp_path), 8, "la")
+    text = str(err.value)
+    assert "scripts/prepare_la.py" in text and "demo.json" in text and str(tmp_path) in text
+
+
+def test_image_datalist_and_require_cases(tmp_path) -> None:
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        image_datalist(str(tmp_path / "nope"))
+    with pytest.raises(DatasetNotFoundError, match="no image"):
+        image_datalist(str(tmp_path))
+    (tmp_path / "b.nii.gz").write_bytes(b"")
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    assert [d["image"].rsplit("/", 1)[1] for d in image_datalist(str(tmp_path))] == ["a.nii.gz", "b.nii.gz"]
+    with pytest.raises(DatasetNotFoundError, match="lists no test case"):
+        require_cases([], "test", "x.json")

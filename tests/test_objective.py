@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from semiseg.engines import DualNetworkObjective, GaussianRampUp
+from semiseg.losses import (
+    CrossPseudoSupervisionLoss,
+    CrossReliableSupervisionLoss,
+    EntropyFilteredLoss,
+    KLUncertaintyLoss,
+    PredictionConsistencyLoss,
+    PrototypeContrastiveLoss,
+)
+
+UNLABELED_TERMS = ("cps", "entropy_filter", "kl", "consistency", "contrastive")
+
+
+def full_objective(**kwargs) -> DualNetworkObjective:
+    return DualNetworkObjective(
+        cross_pseudo=CrossPseudoSupervisionLoss(),
+        entropy_filter=EntropyFilteredLoss(percentile=20.0),
+        kl_uncertainty=KLUncertaintyLoss(),
+        consistency=PredictionConsistencyLoss(),
+        contrastive=PrototypeContrastiveLoss(num_classes=2, temperature=0.1),
+        cross_reliable=CrossReliableSupervisionLoss(threshold=0.6),
+        **kwargs,
+    )
+
+
+def fake_outputs(n: int = 4, size: int = 6, feat: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    outputs = {
+        "logits_a": torch.randn(n, 2, size, size, size, generator=gen) * 2,
+        "logits_b": torch.randn(n, 2, size, size, size, generator=gen) * 2,
+        "features_a": torch.nn.functional.normalize(torch.randn(n, feat, size, size, size, generator=gen), dim=1),
+        "features_b": torch.nn.functional.normalize(torch.randn(n, feat, size, size, size, generator=gen), dim=1),
+    }
+    return {k: v.requires_grad_() for k, v in outputs.items()}
+
+
+def labels(n: int = 2, size: int = 6) -> torch.Tensor:
+    return (torch.rand(n, 1, size, size, size, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+
+
+def test_total_is_the_weighted_sum_of_the_terms() -> None:
+    objective = full_objective(unlabeled_weight=0.3, contrastive_weight=0.2)
+    out = objective(fake_outputs(), labels(), iteration=5)
+    for name in ("sup_a", "sup_b", "cross_reliable", *UNLABELED_TERMS):
+        assert name in out, name
+    expected = (
+        out["sup_a"]
+        + out["sup_b"]
+        + out["cross_reliable"]
+        + 0.3 * (out["cps"] + out["entropy_filter"] + out["kl"] + out["consistency"])
+        + 0.2 * out["contrastive"]
+    )
+    assert torch.allclose(out["loss"], expected)
+    assert out["weight_unlabeled"].item() == pytest.approx(0.3)
+    assert out["weight_contrastive"].item() == pytest.approx(0.2)
+    assert 0.0 < out["reliable_fraction"].item() < 1.0
+
+
+def test_schedules_follow_the_iteration() -> None:
+    objective = full_objective(unlabeled_weight=GaussianRampUp(0.1, 100), contrastive_weight=0.0)
+    early = objective(fake_outputs(), labels(), iteration=0)["weight_unlabeled"].item()
+    late = objective(fake_outputs(), labels(), iteration=100)["weight_unlabeled"].item()
+    assert early == pytest.approx(0.1 * torch.exp(torch.tensor(-5.0)).item(), rel=1e-5)
+    assert late == pytest.approx(0.1)
+
+
+def test_percentile_schedule_drives_the_entropy_filter() -> None:
+    objective = full_objective(percentile=lambda t: 10.0 + t)
+    out = objective(fake_outputs(), labels(), iteration=30)
+    assert out["percentile"].item() == pytest.approx(40.0)
+    assert objective.entropy_filter.percentile == pytest.approx(40.0)
+
+
+def test_supervised_only_has_no_unlabeled_term_and_ignores_unlabeled_items() -> None:
+    objective = DualNetworkObjective()
+    assert not objective.uses_unlabeled
+    outputs = fake_outputs()
+    out = objective(outputs, labels(), iteration=0)
+    assert set(out) == {"loss", "sup_a", "sup_b"}
+    out["loss"].backward()
+    grad = outputs["logits_a"].grad
+    assert grad[:2].abs().sum() > 0 and grad[2:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("term", UNLABELED_TERMS)
+def test_each_unlabeled_term_trains_both_branches_in_symmetric_mode(term: str) -> None:
+    objective = full_objective()
+    outputs = fake_outputs()
+    out = objective(outputs, labels(), iteration=0)
+    out[term].backward()
+    keys = ("features_a", "features_b") if term == "contrastive" else ("logits_a", "logits_b")
+    for key in keys:
+        grad = outputs[key].grad
+        assert grad is not None and torch.isfinite(grad).all(), (term, key)
+        assert grad[2:].abs().sum() > 0, (term, key)  # the unlabeled items learn
+        assert grad[:2].abs().sum() == 0, (term, key)  # the labeled items do not take pseudo-labels
+
+
+@pytest.mark.parametrize("term", ("kl", "consistency", "contrastive"))
+def test_weaker_mode_trains_only_the_branch_with_the_higher_supervised_loss(term: str) -> None:
+    objective = full_objective(teacher_mode="weaker")
+    outputs = fake_outputs()
+    y = labels()
+    with torch.no_grad():  # make branch B clearly better on the labeled items
+        outputs["logits_b"][:2] = torch.cat([(1 - y) * 5, y * 5], dim=1)
+    out = objective(outputs, y, iteration=0)
+    assert out["sup_a"] > out["sup_b"]
+    out[term].backward()
+    weak, strong = ("features_a", "features_b") if term == "contrastive" else ("logits_a", "logits_b")
+    assert outputs[weak].grad is not None and outputs[weak].grad.abs().sum() > 0
+    assert outputs[strong].grad is None or outputs[strong].grad.abs().sum() == 0
+
+
+def test_prototype_state_of_each_branch_is_separate_and_saved() -> None:
+    objective = full_objective()
+    assert objective.contrastive_a is not objective.contrastive_b
+    state = objective.state_dict()
+    assert any(k.startswith("contrastive_a.") for k in state) and any(k.startswith("contrastive_b.") for k in state)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="teacher_mode"):
+        DualNetworkObjective(teacher_mode="both")
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        DualNetworkObjective(unlabeled_weight=-1.0)
+    with pytest.raises(ValueError, match="percentile schedule"):
+        DualNetworkObjective(percentile=lambda t: 20.0)

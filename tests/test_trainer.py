@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.engines import IterationEvents
+from ignite.engine import Events
+
+from semiseg.engines import DualNetworkObjective, NonFiniteLossError, SemiSupervisedTrainer
+from semiseg.losses import CrossPseudoSupervisionLoss, EntropyFilteredLoss, PrototypeContrastiveLoss
+
+from conftest import make_batches
+
+
+def make_trainer(net, labeled, unlabeled, objective=None, **kwargs) -> SemiSupervisedTrainer:
+    objective = objective or DualNetworkObjective(
+        cross_pseudo=CrossPseudoSupervisionLoss(),
+        entropy_filter=EntropyFilteredLoss(),
+        contrastive=PrototypeContrastiveLoss(num_classes=2),
+    )
+    return SemiSupervisedTrainer(
+        device="cpu",
+        train_data_loader=labeled,
+        unlabeled_data_loader=unlabeled,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9),
+        objective=objective,
+        **kwargs,
+    )
+
+
+def test_runs_exactly_the_planned_iterations_and_logs_every_term(tiny_dual_net) -> None:
+    trainer = make_trainer(tiny_dual_net, make_batches(2, 2), make_batches(1, 2, labeled=False), iterations=5)
+    before = [p.detach().clone() for p in tiny_dual_net.parameters()]
+    fired = {"forward": 0, "model": 0}
+    trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda e: fired.__setitem__("forward", fired["forward"] + 1))
+    trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, lambda e: fired.__setitem__("model", fired["model"] + 1))
+    trainer.run()
+    assert trainer.state.iteration == 5  # 2 labeled batches per epoch: stops inside the third epoch
+    assert trainer.state.max_epochs == 3
+    assert fired == {"forward": 5, "model": 5}
+    out = trainer.state.output
+    for key in ("loss", "sup_a", "sup_b", "cps", "entropy_filter", "contrastive", "weight_unlabeled", "reliable_fraction"):
+        assert isinstance(out[key], float) and out["terms"][key] == out[key], key
+    changed = [not torch.equal(a, b) for a, b in zip(before, tiny_dual_net.parameters())]
+    assert all(changed), "every parameter of both branches and heads should be updated"
+
+
+def test_unlabeled_stream_cycles_on_its_own(tiny_dual_net) -> None:
+    seen = []
+    unlabeled = make_batches(2, 2, labeled=False, seed=3)
+    trainer = make_trainer(tiny_dual_net, make_batches(3, 2), unlabeled, iterations=5)
+    original = trainer.next_unlabeled_batch
+
+    def spy():
+        image = original()
+        seen.append(next(i for i, b in enumerate(unlabeled) if torch.equal(b["image"], image)))
+        return image
+
+    trainer.next_unlabeled_batch = spy
+    trainer.run()
+    assert seen == [0, 1, 0, 1, 0]
+
+
+def test_supervised_only_without_unlabeled_data(tiny_dual_net) -> None:
+    with pytest.warns(UserWarning, match="no unlabeled data"):
+        trainer = make_trainer(tiny_dual_net, make_batches(2, 2), None, iterations=2)
+    trainer.run()
+    assert "cps" not in trainer.state.output and trainer.state.iteration == 2
+
+
+def test_max_epochs_still_works(tiny_dual_net) -> None:
+    trainer = make_trainer(tiny_dual_net, make_batches(2, 2), make_batches(1, 2, labeled=False), max_epochs=2)
+    trainer.run()
+    assert trainer.state.iteration == 4 and trainer.state.epoch == 2
+
+
+def test_nan_loss_stops_before_the_optimizer_step(tiny_dual_net) -> None:
+    bad = make_batches(1, 2)
+    bad[0]["image"][0, 0, 0, 0, 0] = float("nan")
+    trainer = make_trainer(tiny_dual_net, bad, make_batches(1, 2, labeled=False), iterations=3)
+    before = [p.detach().clone() for p in tiny_dual_net.parameters()]
+    with pytest.raises(NonFiniteLossError, match=r"iteration 1: .*sup_a=nan"):
+        trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_dual_net.parameters()))
+
+
+def test_bad_arguments(tiny_dual_net) -> None:
+    with pytest.raises(ValueError, match="iterations"):
+        make_trainer(tiny_dual_net, make_batches(1, 2), None)
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        make_trainer(tiny_dual_net, make_batches(1, 2), None, iterations=0)
+    with pytest.raises(ValueError, match="labeled data loader is empty"):
+        make_trainer(tiny_dual_net, [], None, iterations=2)
