@@ -1,0 +1,32 @@
+"""Loss terms of dual-network semi-supervised segmentation, with MONAI loss conventions.
+
+Every loss is a ``torch.nn.modules.loss._Loss`` taking logits (B, C, *spatial), C >= 2, and a ``reduction`` in
+"mean", "sum", "none".
+"""
+
+from __future__ import annotations
+
+from .consistency import CrossReliableSupervisionLoss, PredictionConsistencyLoss
+from .cross_pseudo import CrossPseudoSupervisionLoss
+from .entropy_filter import (
+    EntropyFilteredLoss,
+    ReliabilityMasks,
+    batch_percentile,
+    compute_reliability,
+    voxel_entropy,
+)
+from .prototype import PrototypeContrastiveLoss
+from .uncertainty import KLUncertaintyLoss
+
+__all__ = [
+    "CrossPseudoSupervisionLoss",
+    "CrossReliableSupervisionLoss",
+    "EntropyFilteredLoss",
+    "KLUncertaintyLoss",
+    "PredictionConsistencyLoss",
+    "PrototypeContrastiveLoss",
+    "ReliabilityMasks",
+    "batch_percentile",
+    "compute_reliability",
+    "voxel_entropy",
+]
