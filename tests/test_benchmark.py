@@ -1,0 +1,197 @@
+"""Tests of scripts/benchmark.py: every command at its tiniest settings, and the reference sliding-window loop."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.inferers import SlidingWindowInferer
+
+from semiseg.bundle import overlap_for_stride
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+TINY = {"n_filters": 2, "patch": 32, "repeats": 1}
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("semiseg_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["semiseg_benchmark"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_script()
+
+
+def _last_json_line(capsys: pytest.CaptureFixture) -> dict:
+    lines = capsys.readouterr().out.strip().splitlines()
+    return json.loads(lines[-1])
+
+
+def _names(result: dict) -> set[str]:
+    return {figure["name"] for figure in result["figures"]}
+
+
+def test_losses_json_line(capsys):
+    returned = bench.run_losses(**TINY)
+    result = _last_json_line(capsys)
+    assert result == returned
+    assert result["benchmark"] == "losses"
+    variants = ("supervised_labeled_forward", "supervised_same_forward", "all_terms", "all_terms_except_contrastive")
+    steps = {f"step_time_{v}" for v in variants}
+    terms = ("supervised", "cross_reliable", "reliability_masks", "cps", "entropy_filter", "kl", "consistency")
+    terms += ("contrastive", "objective_supervised", "objective_all_terms", "sum_of_extra_terms")
+    expected = steps | {f"loss_time_{t}" for t in terms} | {"unlabeled_terms_share", "contrastive_share"}
+    expected |= {f"step_ratio_all_terms_vs_{v}" for v in ("supervised_same_forward", "supervised_labeled_forward")}
+    assert _names(result) == expected
+    figures = {f["name"]: f for f in result["figures"]}
+    share = figures["unlabeled_terms_share"]
+    assert share["goal"] == "<= 0.10" and share["met"] == (share["value"] <= 0.10)
+    t_all, t_sup = figures["step_time_all_terms"]["value"], figures["step_time_supervised_same_forward"]["value"]
+    assert share["value"] == pytest.approx((t_all - t_sup) / t_all)
+    assert all(f["value"] > 0 for name, f in figures.items() if name.startswith("loss_time"))
+    assert result["config"]["patch"] == [32, 32, 32] and result["config"]["n_filters"] == 2
+
+
+def test_step_json_line_without_memory(capsys):
+    bench.run_step(iterations=1, memory=False, **TINY)
+    result = _last_json_line(capsys)
+    assert result["benchmark"] == "step"
+    assert _names(result) == {"iteration_time_engine", "iteration_time_plain", "time_ratio_engine_vs_plain"}
+    figures = {f["name"]: f for f in result["figures"]}
+    ratio = figures["time_ratio_engine_vs_plain"]["value"]
+    assert ratio == pytest.approx(figures["iteration_time_engine"]["value"] / figures["iteration_time_plain"]["value"])
+    assert result["config"]["memory_method"] == "off"
+
+
+@pytest.mark.slow
+def test_step_json_line_with_memory(capsys):
+    bench.run_step(iterations=1, memory=True, **TINY)
+    result = _last_json_line(capsys)
+    memory = {"peak_memory_engine", "peak_memory_plain", "memory_ratio_engine_vs_plain"}
+    assert memory <= _names(result)
+    figures = {f["name"]: f for f in result["figures"]}
+    assert figures["peak_memory_engine"]["value"] > 0 and figures["peak_memory_plain"]["value"] > 0
+    assert "minus" in result["config"]["memory_method"]
+
+
+def test_inference_json_line(capsys):
+    bench.run_inference(volume=(40, 40, 32), stride=(8, 8, 16), train_iterations=1, train_cases=1, **TINY)
+    result = _last_json_line(capsys)
+    assert result["benchmark"] == "inference"
+    expected = {f"time_{v}" for v in ("reference_loop", "sliding_window_sw1", "sliding_window_sw4")}
+    expected |= {"time_sliding_window_coarse", "time_ratio_sw1_vs_reference", "time_ratio_sw4_vs_reference"}
+    expected |= {"max_abs_difference_sw1", "max_abs_difference_sw4", "time_ratio_coarse_vs_bundle_overlap"}
+    expected |= {"dice_bundle_overlap", "dice_coarse_overlap", "dice_change_coarse_minus_bundle"}
+    assert _names(result) == expected
+    figures = {f["name"]: f for f in result["figures"]}
+    assert figures["max_abs_difference_sw1"]["value"] <= 1e-5 and figures["max_abs_difference_sw1"]["met"] is True
+    assert 0.0 <= figures["dice_bundle_overlap"]["value"] <= 1.0
+    # 40 with a 32 window and stride 8: starts 0, 8 per in-plane axis; one window along z (32 = patch)
+    assert result["config"]["windows"] == 4 and result["config"]["stride"] == [8, 8, 16]
+
+
+def test_data_json_line(capsys, tmp_path):
+    overrides = {"phantom_train_cases": 3, "phantom_test_cases": 1, "num_labeled": 1}
+    overrides.update(labeled_batch_size=1, unlabeled_batch_size=1)
+    bench.run_data(batches=1, overrides=overrides, output_dir=str(tmp_path), **TINY)
+    result = _last_json_line(capsys)
+    assert result["benchmark"] == "data"
+    assert _names(result) == {
+        "data_batches_per_second",
+        "train_iterations_per_second",
+        "data_to_train_ratio",
+        "data_setup_time",
+    }
+    figures = {f["name"]: f for f in result["figures"]}
+    expected_ratio = figures["data_batches_per_second"]["value"] / figures["train_iterations_per_second"]["value"]
+    assert figures["data_to_train_ratio"]["value"] == pytest.approx(expected_ratio)
+    assert result["config"]["patch_size"] == [32, 32, 32] and result["config"]["num_labeled"] == 1
+    assert (tmp_path / "phantoms" / "datalist.json").is_file()
+
+
+@pytest.mark.parametrize("size", [(40, 36, 24), (20, 40, 40)])  # larger than the window / one axis smaller (padded)
+def test_reference_loop_matches_monai_sliding_window(size):
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, *size)
+    patch, stride = (32, 16, 16), (5, 7, 3)
+
+    def network(window: torch.Tensor) -> torch.Tensor:  # output depends on the whole window, so windows differ
+        dims = (1, 2, 3, 4)  # per window of a batch of windows
+        mean, peak = window.mean(dims, keepdim=True), window.amax(dims, keepdim=True)
+        return torch.cat([window * 2.0 + mean, peak.expand_as(window)], dim=1)
+
+    reference = bench.reference_sliding_window(image, network, patch, stride)
+    inferer = SlidingWindowInferer(patch, sw_batch_size=3, overlap=overlap_for_stride(patch, stride), mode="constant")
+    expected = inferer(image, network)
+    assert reference.shape == (1, 2, *size)
+    assert torch.allclose(reference, expected, atol=1e-6, rtol=0)
+    # the window set matters: a different stride gives a different average
+    assert not torch.allclose(bench.reference_sliding_window(image, network, patch, (16, 16, 16)), expected)
+
+
+def test_reference_loop_window_average_by_hand():
+    image = torch.arange(4.0).view(1, 1, 4, 1, 1)
+    # windows of 2 along x at stride 1: [0, 1], [1, 2], [2, 3], each giving (-0.5, 0.5); voxels 1 and 2 average two
+    shifted = bench.reference_sliding_window(image, lambda w: w - w.mean(), (2, 1, 1), (1, 1, 1))
+    assert shifted.flatten().tolist() == pytest.approx([-0.5, 0.0, 0.0, 0.5])
+
+
+def test_scaled_stride():
+    assert bench.scaled_stride((112, 112, 80)) == (18, 18, 4)
+    assert bench.scaled_stride((64, 64, 32)) == (10, 10, 2)
+    assert bench.scaled_stride((16, 16, 16)) == (3, 3, 1)
+
+
+def test_report_goals_and_json():
+    report = bench.BenchmarkReport("demo", config={"device": "cpu"})
+    report.add("share", 0.2, "fraction", goal="<= 0.10")
+    report.add("ratio", 3.0, "x", goal=">= 3")
+    report.add("time", 1.5, "s", samples=[1.0, 1.5, 4.0])
+    result = json.loads(report.to_json())
+    assert result["figures"] == [
+        {"name": "share", "value": 0.2, "unit": "fraction", "goal": "<= 0.10", "met": False},
+        {"name": "ratio", "value": 3.0, "unit": "x", "goal": ">= 3", "met": True},
+        {"name": "time", "value": 1.5, "unit": "s", "low": 1.0, "high": 4.0},
+    ]
+    assert result["config"] == {"device": "cpu"}
+
+
+def test_run_interleaved_order_and_warmup():
+    calls: list[str] = []
+
+    def variant(name: str):
+        return lambda: calls.append(name) or [float(len(calls))]
+
+    samples = bench.run_interleaved({"a": variant("a"), "b": variant("b")}, repeats=2, warmup=1)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert samples == {"a": [3.0, 5.0], "b": [4.0, 6.0]}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"patch": "64,64"}, "patch must be three positive integers like 64,64,32, got '64,64'."),
+        ({"patch": (40, 32, 32)}, "patch [40, 32, 32] must be divisible by 16 on every axis"),
+        ({"repeats": 0}, "repeats must be a positive integer, got 0."),
+        ({"device": "tpu"}, "device must be 'cpu' or 'cuda[:N]', got 'tpu'."),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        bench.run_losses(**{"n_filters": 2, "patch": 32, **kwargs})
+    assert message in str(error.value)
+
+
+def test_bad_inference_arguments():
+    with pytest.raises(ValueError, match=r"coarse_overlap must be in \[0, 1\), got 1.0"):
+        bench.run_inference(coarse_overlap=1.0, **TINY)
+    with pytest.raises(ValueError, match=r"volume \[20, 40, 40\] must be at least the patch \[32, 32, 32\]"):
+        bench.run_inference(volume=(20, 40, 40), **TINY)
+    with pytest.raises(ValueError, match="stride 40 must be between 1 and the window size 32"):
+        bench.run_inference(stride=(8, 8, 40), train_iterations=0, **TINY)
