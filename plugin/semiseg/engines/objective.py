@@ -125,7 +125,7 @@ class DualNetworkObjective(nn.Module):
                     weight = weights["weight_contrastive"] = self.contrastive_weight(iteration)
                 total = total + weight * value
             terms.update(unlabeled_terms)
-            stats.update({k: torch.tensor(float(v)) for k, v in weights.items()})
+            stats.update({k: torch.tensor(float(v), device=z_a.device) for k, v in weights.items()})
         return {"loss": total, **terms, **stats}
 
     def _unlabeled_terms(
@@ -144,7 +144,7 @@ class DualNetworkObjective(nn.Module):
         if self.entropy_filter is not None or self.contrastive_a is not None:
             q = self._current_percentile(iteration)
             masks = compute_reliability(torch.softmax(u_a, 1), torch.softmax(u_b, 1), q)
-            stats["percentile"] = torch.tensor(q)
+            stats["percentile"] = torch.tensor(q, device=u_a.device)
             stats["reliable_fraction"] = masks.reliable.float().mean()
         if self.cross_pseudo is not None:
             terms["cps"] = self.cross_pseudo(u_a, u_b)
