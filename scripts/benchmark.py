@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import fire
+from quality import run_quality
 import torch
 import torch.nn as nn
 
@@ -1242,6 +1243,7 @@ def main() -> None:
             "inference": _command(run_inference),
             "data": _command(run_data),
             "memory_probe": _command(memory_probe),
+            "quality": _command(run_quality),
         }
     )
 

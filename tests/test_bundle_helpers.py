@@ -40,3 +40,12 @@ def test_image_datalist_and_require_cases(tmp_path) -> None:
     assert [d["image"].rsplit("/", 1)[1] for d in image_datalist(str(tmp_path))] == ["a.nii.gz", "b.nii.gz"]
     with pytest.raises(DatasetNotFoundError, match="lists no test case"):
         require_cases([], "test", "x.json")
+
+
+def test_flag_reads_command_line_text() -> None:
+    from semiseg.bundle import flag
+
+    assert flag("true") and flag("True") and flag(True) and flag("1") and flag("yes")
+    assert not flag("false") and not flag(False) and not flag("0") and not flag(None)
+    with pytest.raises(ValueError, match="boolean flag"):
+        flag("maybe")

@@ -1,8 +1,17 @@
-"""MONAI-style handlers of the project: run-wide progress bar, segmentation report."""
+"""MONAI-style handlers of the project: run-wide progress bar, segmentation report, full-state checkpoints."""
 
 from __future__ import annotations
 
 from .progress import ProgressBarHandler
 from .segmentation_report import METRIC_NAMES, SegmentationReportHandler, segmentation_metrics
+from .training_state import RandomState, TrainingStateHandler, find_resume_checkpoint
 
-__all__ = ["METRIC_NAMES", "ProgressBarHandler", "SegmentationReportHandler", "segmentation_metrics"]
+__all__ = [
+    "METRIC_NAMES",
+    "ProgressBarHandler",
+    "RandomState",
+    "SegmentationReportHandler",
+    "TrainingStateHandler",
+    "find_resume_checkpoint",
+    "segmentation_metrics",
+]

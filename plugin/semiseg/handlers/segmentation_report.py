@@ -131,7 +131,6 @@ class SegmentationReportHandler:
         if self._slices:
             plot_segmentation_slices(self._slices, self.output_dir / "slices.png")
         self.logger.info("\n" + self.table(summary))
-        print(self.table(summary), flush=True)
 
     def table(self, summary: dict[str, dict[str, float]]) -> str:
         """The summary as a Markdown table: one row per metric and class, mean +- std."""

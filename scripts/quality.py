@@ -1,0 +1,212 @@
+"""Quality under one protocol: the LA bundle's baselines and ablation rows on phantoms, several seeds and label budgets.
+
+Each run is the bundle itself (``python -m monai.bundle run`` with ``train.json``, ``demo.json`` and one overlay of
+``configs/ablation``), so what is measured is what users run. Runs go ``--parallel`` at a time with the CPU threads
+split between them; a run whose ``summary.json`` exists is not repeated, so an interrupted sweep continues. The test
+cases never choose a checkpoint: every run is evaluated at its last iteration.
+
+Writes ``quality.md`` (mean +- std over seeds of the per-run mean Dice and HD95), ``quality.png`` (Dice against the
+number of labeled cases) and ``quality.json`` under ``output_dir``, and prints the table and one JSON line.
+
+Usage::
+
+    python scripts/benchmark.py quality --rows supervised,full --seeds 0,1,2 --budgets 4 --output_dir output/quality
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "bundles" / "la"
+ROWS = ("supervised", "cps", "cps_entropy", "cps_entropy_kl", "full", "fully_supervised")
+ROW_NAMES = {
+    "supervised": "supervised only (both branches, unlabeled terms off)",
+    "cps": "cross pseudo supervision",
+    "cps_entropy": "+ entropy filter",
+    "cps_entropy_kl": "+ KL uncertainty weighting",
+    "full": "full method (+ consistency, prototype contrast, cross-reliable)",
+    "fully_supervised": "fully supervised bound (all training cases labeled)",
+    "weaker_teacher": "full method, weaker-branch teaching",
+}
+
+__all__ = ["run_quality"]
+
+
+def _as_list(value: str | int | Sequence, cast: type = str) -> list:
+    if isinstance(value, (list, tuple)):
+        return [cast(v) for v in value]
+    return [cast(v) for v in str(value).split(",") if str(v).strip()]
+
+
+def _run_one(out: Path, row: str, budget: int | None, seed: int, phantom_dir: Path, threads: int, extra: dict) -> Path:
+    summary = out / "summary.json"
+    if summary.is_file():
+        return summary
+    configs = [BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "demo.json", BUNDLE / "configs" / "ablation" / f"{row}.json"]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", str([str(c) for c in configs]),
+        "--bundle_root", str(BUNDLE),
+        "--output_dir", str(out),
+        "--phantom_dir", str(phantom_dir),
+        "--seed", str(seed),
+    ]  # fmt: skip
+    if budget is not None:
+        cmd += ["--num_labeled", str(budget)]
+    for key, value in extra.items():
+        cmd += [f"--{key}", str(value)]
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    with open(out / "run.log", "w") as log:
+        result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    if result.returncode != 0 or not summary.is_file():
+        raise RuntimeError(f"run {out.name} failed (exit {result.returncode}); see {out / 'run.log'}")
+    return summary
+
+
+def _metric(summary: Path, name: str) -> float:
+    metrics = json.loads(summary.read_text())["metrics"]
+    key = next(k for k in metrics if k.startswith(f"{name}_"))
+    return float(metrics[key]["mean"])
+
+
+def _table(results: dict, budgets: list[int]) -> str:
+    header = "| row | " + " | ".join(f"{b} labeled: Dice | {b} labeled: HD95 (mm)" for b in budgets) + " |"
+    lines = [header, "|---|" + "---|---|" * len(budgets)]
+    for row, per_budget in results.items():
+        cells = []
+        for budget in budgets:
+            runs = per_budget.get(budget) or per_budget.get(None)
+            if not runs:
+                cells += ["-", "-"]
+                continue
+            dice = np.array([r["dice"] for r in runs])
+            hd = np.array([r["hd95"] for r in runs])
+            cells += [f"{dice.mean():.3f} +- {dice.std():.3f}", f"{np.nanmean(hd):.1f} +- {np.nanstd(hd):.1f}"]
+        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot(results: dict, budgets: list[int], path: Path, total_cases: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row, per_budget in results.items():
+        if row == "fully_supervised":
+            runs = per_budget[None]
+            dice = np.array([r["dice"] for r in runs])
+            ax.axhline(dice.mean(), color="gray", linestyle="--", label=f"{ROW_NAMES[row]} ({total_cases})")
+            continue
+        xs = [b for b in budgets if per_budget.get(b)]
+        means = [np.mean([r["dice"] for r in per_budget[b]]) for b in xs]
+        stds = [np.std([r["dice"] for r in per_budget[b]]) for b in xs]
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=ROW_NAMES.get(row, row))
+    ax.set_xlabel("labeled training cases")
+    ax.set_ylabel("test Dice (mean over seeds, +- std)")
+    ax.set_xticks(budgets)
+    ax.legend(fontsize=7)
+    ax.set_title("LA phantoms, last checkpoint")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_quality(
+    rows: str | Sequence[str] = "supervised,full",
+    seeds: str | Sequence[int] = "0,1,2",
+    budgets: str | Sequence[int] = "4",
+    output_dir: str = "output/quality",
+    parallel: int = 2,
+    threads: int | None = None,
+    iterations: int | None = None,
+    **overrides: object,
+) -> dict:
+    """Run every (row, label budget, seed) of the LA bundle on phantoms and summarise them.
+
+    Args:
+        rows: overlays of ``bundles/la/configs/ablation`` (``fully_supervised`` ignores the budgets).
+        seeds: seeds of network initialisation and sampling; the phantoms stay the same.
+        budgets: numbers of labeled training cases.
+        output_dir: where runs and the summary go.
+        parallel: runs at a time.
+        threads: CPU threads per run; default ``cpu_count // parallel``.
+        iterations: training iterations per run; default the demo's.
+        overrides: further ``--key value`` overrides for every run.
+    """
+    rows_l, seeds_l, budgets_l = _as_list(rows), _as_list(seeds, int), _as_list(budgets, int)
+    unknown = [r for r in rows_l if not (BUNDLE / "configs" / "ablation" / f"{r}.json").is_file()]
+    if unknown or not rows_l or not seeds_l or not budgets_l:
+        raise ValueError(f"rows, seeds and budgets must be non-empty and rows one of {ROWS}; unknown: {unknown}")
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1, got {parallel}.")
+    threads = threads or max(1, (os.cpu_count() or 2) // parallel)
+    extra = dict(overrides)
+    if iterations is not None:
+        extra["iterations"] = iterations
+    out = Path(output_dir).resolve()
+    phantom_dir = out / "phantoms"
+    demo = json.loads((BUNDLE / "configs" / "demo.json").read_text())
+    sys.path.insert(0, str(REPO / "plugin"))
+    from semiseg.data import write_phantom_dataset
+
+    write_phantom_dataset(
+        phantom_dir, num_train=demo["phantom_train_cases"], num_test=demo["phantom_test_cases"], kind="la",
+        seed=demo["phantom_seed"],
+    )  # fmt: skip
+    jobs = []
+    for row in rows_l:
+        for budget in [None] if row == "fully_supervised" else budgets_l:
+            for seed in seeds_l:
+                name = f"{row}_all_s{seed}" if budget is None else f"{row}_l{budget}_s{seed}"
+                jobs.append((row, budget, seed, out / name))
+    start = time.time()
+    print(f"quality: {len(jobs)} runs, {parallel} at a time, {threads} threads each, under {out}", flush=True)
+
+    def work(job: tuple) -> tuple:
+        row, budget, seed, run_dir = job
+        summary = _run_one(run_dir, row, budget, seed, phantom_dir, threads, extra)
+        print(f"  done {run_dir.name}: Dice {_metric(summary, 'dice'):.3f} ({time.time() - start:.0f} s)", flush=True)
+        return row, budget, {"seed": seed, "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        finished = list(pool.map(work, jobs))
+    results: dict = {row: {} for row in rows_l}
+    for row, budget, record in finished:
+        results[row].setdefault(budget, []).append(record)
+    table = _table(results, budgets_l)
+    (out / "quality.md").write_text(table + "\n")
+    _plot(results, budgets_l, out / "quality.png", total_cases=demo["phantom_train_cases"])
+    record = {
+        "benchmark": "quality",
+        "figures": [
+            {"name": f"{row}_l{b if b is not None else 'all'}_dice", "value": float(np.mean([r["dice"] for r in runs])),
+             "std": float(np.std([r["dice"] for r in runs])), "unit": "Dice", "seeds": [r["seed"] for r in runs]}
+            for row, per_budget in results.items() for b, runs in per_budget.items()
+        ],
+        "config": {"rows": rows_l, "seeds": seeds_l, "budgets": budgets_l, "overrides": extra,
+                   "wall_s": round(time.time() - start, 1)},
+    }  # fmt: skip
+    (out / "quality.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(table)
+    print(json.dumps(record))
+    return record
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(run_quality)
