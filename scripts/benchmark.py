@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import fire
-from quality import run_quality
 import torch
 import torch.nn as nn
 
@@ -65,7 +64,6 @@ DEFAULT_VOLUME = (80, 80, 48)
 __all__ = [
     "BenchmarkReport",
     "Figure",
-    "ObjectiveOnDevice",
     "build_dual_net",
     "build_objective",
     "make_batch",
@@ -316,40 +314,6 @@ def make_batch(batch_size: int, patch: Sequence[int], labeled: bool = True) -> d
     return batch
 
 
-class ObjectiveOnDevice(nn.Module):
-    """Wraps an objective so that every tensor it returns is on the device of its ``loss``.
-
-    A workaround, recorded in the report when it acts: ``SemiSupervisedTrainer`` stacks the returned terms into one
-    tensor, which fails on CUDA when some statistics come back as CPU tensors. On tensors already on that device
-    it changes nothing.
-    """
-
-    def __init__(self, objective: nn.Module) -> None:
-        super().__init__()
-        self.objective = objective
-        self.moved: set[str] = set()
-
-    @property
-    def uses_unlabeled(self) -> bool:
-        return bool(getattr(self.objective, "uses_unlabeled", True))
-
-    def forward(self, outputs: Any, label: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
-        terms = self.objective(outputs, label, iteration)
-        device = terms["loss"].device
-        self.moved.update(k for k, v in terms.items() if v.device != device)
-        return {k: v.to(device) for k, v in terms.items()}
-
-
-def _workaround_note(objectives: Sequence[Any]) -> list[str]:
-    moved = sorted(set().union(*(o.moved for o in objectives)))
-    if not moved:
-        return []
-    return [
-        f"WORKAROUND (plugin defect): the objective returned {', '.join(moved)} on another device than its loss; "
-        "SemiSupervisedTrainer's torch.stack of the terms fails on that, so the benchmark moved them (both variants)."
-    ]
-
-
 @dataclass
 class _TrainingSetup:
     network: nn.Module
@@ -378,7 +342,7 @@ def _training_setup(
     return _TrainingSetup(
         network=network,
         optimizer=torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4),
-        objective=ObjectiveOnDevice(build_objective(all_terms=True).to(device)),
+        objective=build_objective(all_terms=True).to(device),
         labeled=[to(b) for b in batches],
         unlabeled=[to(b) for b in unlabeled],
     )
@@ -802,7 +766,6 @@ def run_step(
     report.notes = [
         "the engine converts every term to a python float each iteration (one device sync, as its output needs); "
         "the plain loop does not, so that cost is counted against the engine.",
-        *_workaround_note([setups["engine"].objective, setups["plain"].objective]),
     ]
     return report.print()
 
@@ -1152,7 +1115,7 @@ def run_data(
         if unlabeled_loader is None:
             raise ValueError("the bundle config gives no unlabeled data loader (num_labeled >= the training cases?).")
         network = parser.get_parsed_content("network")
-        objective = ObjectiveOnDevice(parser.get_parsed_content("objective"))
+        objective = parser.get_parsed_content("objective")
         optimizer = parser.get_parsed_content("optimizer")
         labeled_stream, unlabeled_stream = _cycle(labeled_loader), _cycle(unlabeled_loader)
         to = functools.partial(_batch_to, device=dev)
@@ -1212,7 +1175,6 @@ def run_data(
         "one data batch = a labeled + an unlabeled batch (what one iteration consumes), moved to the device; "
         "training iterations run on batches drawn beforehand (no data loading inside); data_setup_time is the "
         "phantom writing (skipped when present) and the CacheDataset caching, once.",
-        *_workaround_note([objective]),
     ]
     return report.print()
 
@@ -1223,6 +1185,14 @@ def _config(**values: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # command line
+
+
+def run_quality(**options: Any) -> dict:
+    """Quality of the ablation rows on phantoms; see ``scripts/quality.py`` for the options."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from quality import run_quality as quality
+
+    return quality(**options)
 
 
 def _command(fn: Callable[..., Any]) -> Callable[..., None]:
