@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import nibabel as nib
+import torch
 import numpy as np
 import pytest
 from monai.bundle import ConfigParser, ConfigWorkflow
@@ -139,3 +140,17 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
     assert resumed_at == saved[-1]  # at most save_interval iterations lost
     assert "Epoch[" in text and (out / "models" / "model.pt").is_file()
     assert max(int(p.stem.rsplit("_", 1)[1]) for p in state_dir.glob("state_checkpoint_*.pt")) == 40
+
+
+@pytest.mark.slow
+def test_multi_gpu_config_trains_with_two_processes_on_cpu(tmp_path) -> None:
+    out = tmp_path / "ddp"
+    configs = str([TRAIN, str(CONFIGS / "multi_gpu_train.json"), DEMO])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "monai.bundle", "run", "--config_file", configs, "--output_dir", str(out)]  # fmt: skip
+    for key, value in {**TINY, "val_interval": 1000, "evaluate_after_training": False}.items():
+        cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)  # the plain network_def, loadable without DDP
