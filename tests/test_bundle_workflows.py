@@ -154,3 +154,27 @@ def test_multi_gpu_config_trains_with_two_processes_on_cpu(tmp_path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     state = torch.load(out / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)  # the plain network_def, loadable without DDP
+
+
+def test_bad_dataset_stops_before_training_and_keeps_earlier_outputs(tmp_path) -> None:
+    from semiseg.data import write_phantom_dataset
+
+    data = tmp_path / "data"
+    datalist = write_phantom_dataset(data, num_train=3, num_test=1, kind="la", seed=0)
+    (data / "labelsTr" / "la_phantom_001.nii.gz").write_bytes(b"not a volume")  # corrupt one label
+    label0 = nib.load(data / "labelsTr" / "la_phantom_000.nii.gz")
+    bad = np.asarray(label0.dataobj).copy()
+    bad[0, 0, 0] = 7  # a class the bundle does not have
+    nib.save(nib.Nifti1Image(bad, label0.affine), data / "labelsTr" / "la_phantom_000.nii.gz")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.pt").write_bytes(b"earlier weights")
+    result = bundle_run(TRAIN, dataset_dir=str(data), datalist=str(datalist), num_labeled=2, ckpt_dir=str(ckpt),
+                        output_dir=str(tmp_path / "out"), timeout=300)  # fmt: skip
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "la_phantom_001.nii.gz" in text and "cannot read" in text  # both problems, in one run
+    assert "la_phantom_000.nii.gz" in text and "7" in text
+    assert "Epoch[" not in text
+    assert (ckpt / "model.pt").read_bytes() == b"earlier weights" and sorted(p.name for p in ckpt.iterdir()) == ["model.pt"]
+    assert not (tmp_path / "out").exists()
