@@ -54,6 +54,7 @@ def package_bundle(name: str, output: str | None = None, ckpt: str | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
     files = {k: v for k, v in files.items() if not (set(Path(k).parts[:-1]) & SKIP_DIRS) and not k.startswith("models/")}
+    files.pop("large_files.yml", None)  # rewritten below with what this zip leaves out
     files["models/model.pt"] = ckpt_path
     large = []
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
