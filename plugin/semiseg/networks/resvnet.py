@@ -10,14 +10,14 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.nets.resnet import ResNetBlock
 
-from semiseg.networks.vnet import NORM_KINDS, VNetDecoder, check_divisible_input, norm_spec
+from semiseg.networks.vnet import NORM_KINDS, EncoderDecoderNet, VNetDecoder, norm_spec
 
 __all__ = ["ResVNet"]
 
 _RESNET34_BLOCKS = (3, 4, 6, 3)
 
 
-class ResVNet(nn.Module):
+class ResVNet(EncoderDecoderNet):
     """A 3D ResNet-34 encoder with a V-Net decoder.
 
     The second, architecturally different, branch of the dual-network method of Lu et al., "Enhancing Dual Network
@@ -106,34 +106,11 @@ class ResVNet(nn.Module):
         self.decoder_dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
         self.output_conv = nn.Conv3d(n, out_channels, kernel_size=1)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Compute the logits and the last decoder stage's feature map.
-
-        Args:
-            x: ``(B, in_channels, D, H, W)``, ``D, H, W`` divisible by 16.
-
-        Returns:
-            ``(logits, features)``: ``(B, out_channels, D, H, W)`` and ``(B, n_filters, D, H, W)``; the features are
-            taken before the decoder dropout.
-
-        Raises:
-            ValueError: when the input is not 5D, has the wrong number of channels or a spatial size not divisible
-                by 16 (checked in eager mode only, not in TorchScript or tracing).
-        """
-        if not torch.jit.is_scripting():
-            if not torch.jit.is_tracing():
-                check_divisible_input(x, self.in_channels, 16, "ResVNet")
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of the stem and of each ResNet stage (the last is the bottleneck)."""
         x = self.stem(x)
         skips: list[torch.Tensor] = [x]
         for stage in self.stages:
             x = stage(x)
             skips.append(x)
-        bottleneck = self.bottleneck_dropout(skips.pop())
-        skips.reverse()
-        features = self.decoder(bottleneck, skips)
-        logits = self.output_conv(self.decoder_dropout(features))
-        return logits, features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, out_channels, D, H, W)`` of ``x`` ``(B, in_channels, D, H, W)``."""
-        return self.forward_features(x)[0]
+        return skips

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import Convolution
 
-__all__ = ["VNet", "VNetStage", "VNetDecoder", "NORM_KINDS", "norm_spec", "check_divisible_input"]
+__all__ = ["EncoderDecoderNet", "VNet", "VNetStage", "VNetDecoder", "NORM_KINDS", "norm_spec", "check_divisible_input"]
 
 NORM_KINDS = ("batch", "instance", "group", "none")
 """Normalisation kinds accepted by the networks of this package."""
@@ -171,7 +171,47 @@ class VNetDecoder(nn.Module):
         return x
 
 
-class VNet(nn.Module):
+class EncoderDecoderNet(nn.Module):
+    """Shared forward pass of the V-Net-style branches: encoder levels, additive-skip decoder, 1x1x1 output conv.
+
+    Subclasses build ``bottleneck_dropout``, ``decoder`` (a :class:`VNetDecoder`), ``decoder_dropout`` and
+    ``output_conv``, set ``in_channels``, and implement ``encode(x)``, which returns the feature map of every encoder
+    level, full resolution first and bottleneck last.
+    """
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compute the logits and the last decoder stage's feature map.
+
+        Args:
+            x: ``(B, in_channels, D, H, W)``, ``D, H, W`` divisible by 16.
+
+        Returns:
+            ``(logits, features)``: ``(B, out_channels, D, H, W)`` and ``(B, n_filters, D, H, W)``; the features are
+            taken before the decoder dropout.
+
+        Raises:
+            ValueError: when the input is not 5D, has the wrong number of channels or a spatial size not divisible
+                by 16 (checked in eager mode only, not in TorchScript or tracing).
+        """
+        if not torch.jit.is_scripting():
+            if not torch.jit.is_tracing():
+                check_divisible_input(x, self.in_channels, 16, type(self).__name__)
+        skips = self.encode(x)
+        bottleneck = self.bottleneck_dropout(skips.pop())
+        skips.reverse()
+        features = self.decoder(bottleneck, skips)
+        logits = self.output_conv(self.decoder_dropout(features))
+        return logits, features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, out_channels, D, H, W)`` of ``x`` ``(B, in_channels, D, H, W)``."""
+        return self.forward_features(x)[0]
+
+
+class VNet(EncoderDecoderNet):
     """The 3x3x3 V-Net used by the semi-supervised segmentation benchmarks on Left Atrium and Pancreas-CT.
 
     The architecture of the benchmark family started by UA-MT (Yu et al., "Uncertainty-aware Self-ensembling Model
@@ -254,34 +294,11 @@ class VNet(nn.Module):
         self.decoder_dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
         self.output_conv = nn.Conv3d(n, out_channels, kernel_size=1)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Compute the logits and the last decoder stage's feature map.
-
-        Args:
-            x: ``(B, in_channels, D, H, W)``, ``D, H, W`` divisible by 16.
-
-        Returns:
-            ``(logits, features)``: ``(B, out_channels, D, H, W)`` and ``(B, n_filters, D, H, W)``; the features are
-            taken before the decoder dropout.
-
-        Raises:
-            ValueError: when the input is not 5D, has the wrong number of channels or a spatial size not divisible
-                by 16 (checked in eager mode only, not in TorchScript or tracing).
-        """
-        if not torch.jit.is_scripting():
-            if not torch.jit.is_tracing():
-                check_divisible_input(x, self.in_channels, 16, "VNet")
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of the input stage and of each down level (the last is the bottleneck)."""
         x = self.input_stage(x)
         skips: list[torch.Tensor] = [x]
         for level in self.down_levels:
             x = level(x)
             skips.append(x)
-        bottleneck = self.bottleneck_dropout(skips.pop())
-        skips.reverse()
-        features = self.decoder(bottleneck, skips)
-        logits = self.output_conv(self.decoder_dropout(features))
-        return logits, features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, out_channels, D, H, W)`` of ``x`` ``(B, in_channels, D, H, W)``."""
-        return self.forward_features(x)[0]
+        return skips
