@@ -35,7 +35,7 @@ class SemiSupervisedTrainer(Trainer):
 
     ``engine.state.output`` holds ``image``, ``label``, ``loss`` and every term and statistic of the objective as
     python floats, and ``terms``, the same numbers as one dict, so that ``StatsHandler`` or
-    ``TensorBoardStatsHandler`` with ``output_transform=from_engine(["terms"], first=True)`` log all of them.
+    ``TensorBoardStatsHandler`` with ``output_transform=lambda output: output["terms"]`` log all of them.
 
     Args:
         device: the device to train on.
