@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys

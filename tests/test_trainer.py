@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.engines import IterationEvents
-from ignite.engine import Events
 
 from semiseg.engines import DualNetworkObjective, NonFiniteLossError, SemiSupervisedTrainer
 from semiseg.losses import CrossPseudoSupervisionLoss, EntropyFilteredLoss, PrototypeContrastiveLoss

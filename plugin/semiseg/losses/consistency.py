@@ -14,19 +14,9 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.losses.validation import check_logits_pair, check_reduction, reduce_voxel_map
+
 __all__ = ["CrossReliableSupervisionLoss", "PredictionConsistencyLoss"]
-
-
-def _check_logits_pair(logits_a: torch.Tensor, logits_b: torch.Tensor) -> None:
-    """Raise a ValueError unless both logits are (B, C, *spatial) with C >= 2 and of the same shape."""
-    if logits_a.ndim < 3 or logits_a.shape[1] < 2:
-        raise ValueError(
-            f"logits_a must have shape (B, C, *spatial) with C >= 2 classes, got {tuple(logits_a.shape)}."
-        )
-    if logits_a.shape != logits_b.shape:
-        raise ValueError(
-            f"logits_a and logits_b must have the same shape, got {tuple(logits_a.shape)} and {tuple(logits_b.shape)}."
-        )
 
 
 class CrossReliableSupervisionLoss(_Loss):
@@ -57,10 +47,7 @@ class CrossReliableSupervisionLoss(_Loss):
         """
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}.")
-        try:
-            reduction = LossReduction(reduction).value
-        except ValueError:
-            raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}.") from None
+        reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
         self.threshold = float(threshold)
 
@@ -78,7 +65,7 @@ class CrossReliableSupervisionLoss(_Loss):
             ValueError: when the logits' shapes differ or are not (B, C, *spatial) with C >= 2, or ``label`` is not
                 (B, 1, *spatial) like them.
         """
-        _check_logits_pair(logits_a, logits_b)
+        check_logits_pair(logits_a, logits_b)
         expected = (logits_a.shape[0], 1, *logits_a.shape[2:])
         if tuple(label.shape) != expected:
             raise ValueError(
@@ -91,11 +78,7 @@ class CrossReliableSupervisionLoss(_Loss):
         mask = (foreground_a.detach() >= self.threshold) ^ (foreground_b.detach() >= self.threshold)
         squared_error = (foreground_a - target) ** 2 + (foreground_b - target) ** 2
         loss_map = torch.where(mask, squared_error, 0.0)
-        if self.reduction == LossReduction.MEAN.value:
-            return loss_map.sum() / mask.sum().clamp_min(1)
-        if self.reduction == LossReduction.SUM.value:
-            return loss_map.sum()
-        return loss_map
+        return reduce_voxel_map(loss_map, self.reduction, mask)
 
 
 class PredictionConsistencyLoss(_Loss):
@@ -117,10 +100,7 @@ class PredictionConsistencyLoss(_Loss):
         Raises:
             ValueError: when ``reduction`` is not one of "mean", "sum", "none".
         """
-        try:
-            reduction = LossReduction(reduction).value
-        except ValueError:
-            raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}.") from None
+        reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
 
     def forward(self, logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
@@ -135,15 +115,11 @@ class PredictionConsistencyLoss(_Loss):
         Raises:
             ValueError: when the logits' shapes differ or are not (B, C, *spatial) with C >= 2.
         """
-        _check_logits_pair(logits_a, logits_b)
+        check_logits_pair(logits_a, logits_b)
         probs_a, probs_b = torch.softmax(logits_a, dim=1), torch.softmax(logits_b, dim=1)
         # written out rather than F.cosine_similarity, which is far slower over the channel axis on CPU; the norm of
         # a probability vector is at least 1 / sqrt(C), so the division is safe
         norms = (probs_a.square().sum(dim=1) * probs_b.square().sum(dim=1)).sqrt()
         cosine = (probs_a * probs_b).sum(dim=1) / norms
         loss_map = (1.0 - cosine).unsqueeze(1)
-        if self.reduction == LossReduction.MEAN.value:
-            return loss_map.mean()
-        if self.reduction == LossReduction.SUM.value:
-            return loss_map.sum()
-        return loss_map
+        return reduce_voxel_map(loss_map, self.reduction)

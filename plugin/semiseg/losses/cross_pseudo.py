@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.losses.validation import check_logits_pair, check_reduction, reduce_voxel_map
+
 __all__ = ["CrossPseudoSupervisionLoss"]
 
 
@@ -35,10 +37,7 @@ class CrossPseudoSupervisionLoss(_Loss):
         Raises:
             ValueError: when ``reduction`` is not one of "mean", "sum", "none".
         """
-        try:
-            reduction = LossReduction(reduction).value
-        except ValueError:
-            raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}.") from None
+        reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
 
     def forward(self, logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
@@ -53,15 +52,7 @@ class CrossPseudoSupervisionLoss(_Loss):
         Raises:
             ValueError: when the logits are not (B, C, *spatial) with C >= 2 or their shapes differ.
         """
-        if logits_a.ndim < 3 or logits_a.shape[1] < 2:
-            raise ValueError(
-                f"logits_a must have shape (B, C, *spatial) with C >= 2 classes, got {tuple(logits_a.shape)}."
-            )
-        if logits_a.shape != logits_b.shape:
-            raise ValueError(
-                f"logits_a and logits_b must have the same shape, got {tuple(logits_a.shape)} "
-                f"and {tuple(logits_b.shape)}."
-            )
+        check_logits_pair(logits_a, logits_b)
         # hard labels carry no gradient; max(...).indices is the argmax (first index on ties), much faster than
         # Tensor.argmax over the channel axis on CPU
         pseudo_from_b = logits_b.detach().max(dim=1).indices
@@ -69,8 +60,4 @@ class CrossPseudoSupervisionLoss(_Loss):
         ce_a = F.cross_entropy(logits_a, pseudo_from_b, reduction="none")
         ce_b = F.cross_entropy(logits_b, pseudo_from_a, reduction="none")
         loss_map = (ce_a + ce_b).unsqueeze(1)
-        if self.reduction == LossReduction.MEAN.value:
-            return loss_map.mean()
-        if self.reduction == LossReduction.SUM.value:
-            return loss_map.sum()
-        return loss_map
+        return reduce_voxel_map(loss_map, self.reduction)

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.losses.validation import check_logits_pair, check_reduction, reduce_voxel_map
+
 __all__ = ["ReliabilityMasks", "voxel_entropy", "batch_percentile", "compute_reliability", "EntropyFilteredLoss"]
 
 
@@ -203,10 +205,7 @@ class EntropyFilteredLoss(_Loss):
         Raises:
             ValueError: when ``percentile`` is outside (0, 100] or ``reduction`` is not "mean", "sum", "none".
         """
-        try:
-            reduction = LossReduction(reduction).value
-        except ValueError:
-            raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}.") from None
+        reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
         self.percentile = percentile
 
@@ -236,15 +235,7 @@ class EntropyFilteredLoss(_Loss):
             ValueError: when the logits' shapes differ or are not (B, C, *spatial) with C >= 2, or when the masks
                 are not shaped (B, 1, *spatial) like the logits.
         """
-        if logits_a.ndim < 3 or logits_a.shape[1] < 2:
-            raise ValueError(
-                f"logits_a must have shape (B, C, *spatial) with C >= 2 classes, got {tuple(logits_a.shape)}."
-            )
-        if logits_a.shape != logits_b.shape:
-            raise ValueError(
-                f"logits_a and logits_b must have the same shape, got {tuple(logits_a.shape)} "
-                f"and {tuple(logits_b.shape)}."
-            )
+        check_logits_pair(logits_a, logits_b)
         if masks is None:
             masks = compute_reliability(
                 torch.softmax(logits_a.detach(), dim=1), torch.softmax(logits_b.detach(), dim=1), self.percentile
@@ -262,9 +253,5 @@ class EntropyFilteredLoss(_Loss):
         ce_b = F.cross_entropy(logits_b, target, reduction="none")
         reliable = masks.reliable.bool()
         loss_map = torch.where(reliable, (ce_a + ce_b).unsqueeze(1), 0.0)
-        if self.reduction == LossReduction.MEAN.value:
-            # sum over the reliable voxels over their number; with none reliable this is 0 and keeps the graph
-            return loss_map.sum() / reliable.sum().clamp_min(1)
-        if self.reduction == LossReduction.SUM.value:
-            return loss_map.sum()
-        return loss_map
+        # mean over the reliable voxels; with none reliable this is 0 and keeps the graph
+        return reduce_voxel_map(loss_map, self.reduction, reliable)

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.losses.validation import check_reduction
+
 __all__ = ["PrototypeContrastiveLoss"]
 
 
@@ -78,10 +80,7 @@ class PrototypeContrastiveLoss(_Loss):
             or not 0.0 <= ema_momentum < 1.0
         ):
             raise ValueError(f"ema_momentum must be None or a number in [0, 1), got {ema_momentum!r}.")
-        try:
-            reduction = LossReduction(reduction).value
-        except ValueError:
-            raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}.") from None
+        reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
         self.num_classes = int(num_classes)
         self.temperature = float(temperature)

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.losses.validation import check_logits_pair, check_reduction, reduce_voxel_map
+
 __all__ = ["KLUncertaintyLoss"]
 
 
@@ -47,10 +49,7 @@ class KLUncertaintyLoss(_Loss):
         Raises:
             ValueError: when ``reduction`` is not one of "mean", "sum", "none".
         """
-        try:
-            reduction = LossReduction(reduction).value
-        except ValueError:
-            raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}.") from None
+        reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -65,16 +64,7 @@ class KLUncertaintyLoss(_Loss):
         Raises:
             ValueError: when the logits' shapes differ or are not (B, C, *spatial) with C >= 2.
         """
-        if student_logits.ndim < 3 or student_logits.shape[1] < 2:
-            raise ValueError(
-                "student_logits must have shape (B, C, *spatial) with C >= 2 classes, "
-                f"got {tuple(student_logits.shape)}."
-            )
-        if student_logits.shape != teacher_logits.shape:
-            raise ValueError(
-                f"student_logits and teacher_logits must have the same shape, got {tuple(student_logits.shape)} "
-                f"and {tuple(teacher_logits.shape)}."
-            )
+        check_logits_pair(student_logits, teacher_logits, ("student_logits", "teacher_logits"))
         teacher_logits = teacher_logits.detach()
         log_p_student = F.log_softmax(student_logits, dim=1)
         log_p_teacher = F.log_softmax(teacher_logits, dim=1)
@@ -84,8 +74,4 @@ class KLUncertaintyLoss(_Loss):
         pseudo_label = teacher_logits.max(dim=1).indices  # the argmax, faster than Tensor.argmax(dim=1) on CPU
         cross_entropy = F.nll_loss(log_p_student, pseudo_label, reduction="none").unsqueeze(1)
         loss_map = weight * cross_entropy + divergence
-        if self.reduction == LossReduction.MEAN.value:
-            return loss_map.mean()
-        if self.reduction == LossReduction.SUM.value:
-            return loss_map.sum()
-        return loss_map
+        return reduce_voxel_map(loss_map, self.reduction)
