@@ -33,6 +33,11 @@ def _check_iteration(iteration: int) -> int:
     return _check_int("iteration", iteration, 0)
 
 
+def _ramp_progress(iteration: int, start: int, length: int) -> float:
+    """Fraction of a ramp of ``length`` iterations from ``start`` done at ``iteration``, in [0, 1]."""
+    return min(max(_check_iteration(iteration) - start, 0), length) / length
+
+
 class GaussianRampUp:
     """
     Gaussian ramp-up: ``value(t) = max_value * exp(-5 * (1 - t' / length) ** 2)`` with
@@ -71,7 +76,7 @@ class GaussianRampUp:
         Returns:
             the value of the schedule at ``iteration``.
         """
-        progress = min(max(_check_iteration(iteration) - self.start, 0), self.length) / self.length
+        progress = _ramp_progress(iteration, self.start, self.length)
         return self.max_value * math.exp(-5.0 * (1.0 - progress) ** 2)
 
     def __repr__(self) -> str:
@@ -113,7 +118,7 @@ class LinearRampUp:
         Returns:
             the value of the schedule at ``iteration``.
         """
-        progress = min(max(_check_iteration(iteration) - self.start, 0), self.length) / self.length
+        progress = _ramp_progress(iteration, self.start, self.length)
         if progress == 1.0:
             return self.end_value
         return self.start_value + (self.end_value - self.start_value) * progress
