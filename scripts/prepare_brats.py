@@ -28,7 +28,7 @@ from monai.transforms import NormalizeIntensity
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_numpy
 
-from semiseg.data.release import read_case_list, save_volume, write_datalist
+from semiseg.data.release import effective_split, find_missing_cases, read_case_list, save_volume, write_datalist
 
 __all__ = [
     "GRADES",
@@ -178,10 +178,7 @@ def prepare_brats(src: str, dst: str, split_dir: str | None = None) -> Path:
     folders = find_case_folders(source)
     if not any(case in folders for case in listed):
         raise FileNotFoundError(f"none of the {len(listed)} listed cases has a patient folder under {source}/HGG|LGG")
-    missing = {name: [c for c in cases if c not in folders] for name, cases in lists.items()}
-    for name, cases in missing.items():
-        if cases:
-            print(f"{name}: {len(cases)} listed case(s) not in this release: {cases}")
+    missing = find_missing_cases(lists, lambda case: case in folders, "not in this release")
 
     entries: dict[str, list[dict[str, str]]] = {name: [] for name in lists}
     present = len(listed) - sum(len(cases) for cases in missing.values())
@@ -218,11 +215,7 @@ def prepare_brats(src: str, dst: str, split_dir: str | None = None) -> Path:
         effective_split=effective,
         missing_cases=missing,
     )
-    print(
-        "effective split: "
-        + ", ".join(f"{name} {effective[name]} of {len(lists[name])}" for name in lists)
-        + f" listed cases; datalist: {datalist}"
-    )
+    print(f"{effective_split(lists, entries)}; datalist: {datalist}")
     return datalist
 
 

@@ -33,7 +33,7 @@ import h5py
 import nrrd
 import numpy as np
 
-from semiseg.data.release import read_case_list, save_volume, write_datalist
+from semiseg.data.release import effective_split, find_missing_cases, read_case_list, save_volume, write_datalist
 
 __all__ = [
     "DEFAULT_SPLIT_DIR",
@@ -201,10 +201,7 @@ def prepare_la(src: str, dst: str, layout: str = "auto", split_dir: str | None =
             )
 
     found = {case: find_case(source, case, layout) for case in listed}
-    missing = {name: [case for case in cases if found[case] is None] for name, cases in lists.items()}
-    for name, cases in missing.items():
-        if cases:
-            print(f"{name}: {len(cases)} listed case(s) not found in {source}, skipped: {cases}")
+    missing = find_missing_cases(lists, lambda case: found[case] is not None, f"not found in {source}, skipped")
     if len(missing["training"]) == len(lists["training"]):
         raise FileNotFoundError(
             f"none of the {len(lists['training'])} training cases of {splits / 'train.txt'} is in {source} "
@@ -252,10 +249,7 @@ def prepare_la(src: str, dst: str, layout: str = "auto", split_dir: str | None =
         effective_split=effective,
         missing_cases=missing,
     )
-    print(
-        f"effective split: training {effective['training']} of {listed_counts['training']}, "
-        f"test {effective['test']} of {listed_counts['test']} listed cases; datalist: {datalist}"
-    )
+    print(f"{effective_split(lists, entries)}; datalist: {datalist}")
     return datalist
 
 

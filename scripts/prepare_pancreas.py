@@ -34,7 +34,7 @@ from monai.transforms import ScaleIntensityRange
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_numpy
 
-from semiseg.data.release import read_case_list, save_volume, write_datalist
+from semiseg.data.release import effective_split, find_missing_cases, read_case_list, save_volume, write_datalist
 
 __all__ = [
     "HU_WINDOW",
@@ -480,10 +480,9 @@ def prepare_pancreas(
     if not any(case_number(case) in patients for case in listed):
         raise FileNotFoundError(f"none of the {len(listed)} listed cases has a PANCREAS_NNNN folder under {source}")
 
-    missing = {name: [c for c in cases if case_number(c) not in patients] for name, cases in lists.items()}
-    for name, cases in missing.items():
-        if cases:
-            print(f"{name}: {len(cases)} listed case(s) not in this release (no PANCREAS_NNNN folder): {cases}")
+    missing = find_missing_cases(
+        lists, lambda case: case_number(case) in patients, "not in this release (no PANCREAS_NNNN folder)"
+    )
     for name, cases in lists.items():
         for case in cases:
             number = case_number(case)
@@ -535,11 +534,7 @@ def prepare_pancreas(
         effective_split=effective,
         missing_cases=missing,
     )
-    listed_counts = {name: len(cases) for name, cases in lists.items()}
-    print(
-        f"effective split: training {effective['training']} of {listed_counts['training']}, "
-        f"test {effective['test']} of {listed_counts['test']} listed cases; datalist: {datalist}"
-    )
+    print(f"{effective_split(lists, entries)}; datalist: {datalist}")
     return datalist
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-__all__ = ["read_case_list", "save_volume", "write_datalist"]
+__all__ = ["effective_split", "find_missing_cases", "read_case_list", "save_volume", "write_datalist"]
 
 
 def read_case_list(path: str | Path) -> list[str]:
@@ -87,3 +87,27 @@ def write_datalist(
     out = dst / "datalist.json"
     out.write_text(json.dumps(content, indent=2) + "\n")
     return out
+
+
+def find_missing_cases(
+    lists: Mapping[str, Sequence[str]], is_present: Callable[[str], bool], note: str
+) -> dict[str, list[str]]:
+    """Per split, the listed cases that the release lacks; prints ``<split>: N listed case(s) <note>: [...]``.
+
+    Args:
+        lists: split name -> case identifiers, in list order.
+        is_present: whether the release holds a case.
+        note: what "missing" means for this release, e.g. ``"not in this release"``.
+    """
+    missing = {name: [case for case in cases if not is_present(case)] for name, cases in lists.items()}
+    for name, cases in missing.items():
+        if cases:
+            print(f"{name}: {len(cases)} listed case(s) {note}: {cases}")
+    return missing
+
+
+def effective_split(lists: Mapping[str, Sequence[str]], written: Mapping[str, Sequence[object]]) -> str:
+    """``"effective split: training 78 of 80, test 20 of 20 listed cases"``: what was written against the lists."""
+    return "effective split: " + ", ".join(f"{name} {len(written[name])} of {len(lists[name])}" for name in lists) + (
+        " listed cases"
+    )
