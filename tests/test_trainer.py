@@ -67,6 +67,17 @@ def test_supervised_only_without_unlabeled_data(tiny_dual_net) -> None:
     assert "cps" not in trainer.state.output and trainer.state.iteration == 2
 
 
+def test_supervised_baseline_does_not_draw_the_unlabeled_stream(tiny_dual_net) -> None:
+    forwarded = []
+    tiny_dual_net.register_forward_hook(lambda module, args, output: forwarded.append(args[0].shape[0]))
+    trainer = make_trainer(
+        tiny_dual_net, make_batches(2, 2), make_batches(2, 2, labeled=False), DualNetworkObjective(), iterations=3
+    )
+    trainer.run()
+    assert forwarded == [2, 2, 2]  # labeled items only
+    assert trainer._unlabeled_batches is None and "weight_unlabeled" not in trainer.state.output
+
+
 def test_max_epochs_still_works(tiny_dual_net) -> None:
     trainer = make_trainer(tiny_dual_net, make_batches(2, 2), make_batches(1, 2, labeled=False), max_epochs=2)
     trainer.run()

@@ -30,7 +30,9 @@ class SemiSupervisedTrainer(Trainer):
 
     Each iteration takes the next labeled batch from ``train_data_loader`` (the engine's own data) and the next
     unlabeled batch from ``unlabeled_data_loader`` (cycled on its own, so the two streams need not have the same
-    length), runs the network once on both, and minimises the objective (see ``DualNetworkObjective``). Training
+    length), runs the network once on both, and minimises the objective (see ``DualNetworkObjective``). When no term
+    of the objective learns from unlabeled volumes (the supervised baseline), the unlabeled stream is not drawn, so
+    the baseline sees labeled batches only (batch-norm statistics included) and costs no unlabeled forward. Training
     length is counted in iterations, as the literature does; ``max_epochs`` is derived from it.
 
     ``engine.state.output`` holds ``image``, ``label``, ``loss`` and every term and statistic of the objective as
@@ -159,7 +161,7 @@ class SemiSupervisedTrainer(Trainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         image_l, label_l = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        image_u = engine.next_unlabeled_batch()
+        image_u = engine.next_unlabeled_batch() if engine.objective.uses_unlabeled else None
         inputs = image_l if image_u is None else torch.cat([image_l, image_u], dim=0)
 
         engine.network.train()
