@@ -5,6 +5,10 @@ Each run is the bundle itself (``python -m monai.bundle run`` with ``train.json`
 split between them; a run whose ``summary.json`` exists is not repeated, so an interrupted sweep continues. The test
 cases never choose a checkpoint: every run is evaluated at its last iteration.
 
+Each run directory holds ``run.json`` (row, label budget, seed and the overrides it ran with). The summary covers every
+run under ``output_dir`` that ran with the same overrides, so a table can be filled by several invocations (one row or
+one budget at a time) and runs made with other settings never mix into it.
+
 Writes ``quality.md`` (mean +- std over seeds of the per-run mean Dice and HD95), ``quality.png`` (Dice against the
 number of labeled cases) and ``quality.json`` under ``output_dir``, and prints the table and one JSON line.
 
@@ -50,8 +54,13 @@ def _as_list(value: str | int | Sequence, cast: type = str) -> list:
 
 def _run_one(out: Path, row: str, budget: int | None, seed: int, phantom_dir: Path, threads: int, extra: dict) -> Path:
     summary = out / "summary.json"
-    if summary.is_file():
+    settings = {"row": row, "budget": budget, "seed": seed, "overrides": _jsonable(extra)}
+    if summary.is_file() and _settings(out) == settings:
         return summary
+    if (out / "run.json").is_file() and _settings(out) != settings:
+        raise RuntimeError(
+            f"{out} holds a run with other settings ({_settings(out)}); use another output_dir for {settings}."
+        )
     configs = [BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "demo.json", BUNDLE / "configs" / "ablation" / f"{row}.json"]
     cmd = [
         sys.executable, "-m", "monai.bundle", "run",
@@ -66,12 +75,45 @@ def _run_one(out: Path, row: str, budget: int | None, seed: int, phantom_dir: Pa
     for key, value in extra.items():
         cmd += [f"--{key}", str(value)]
     out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(settings, indent=2) + "\n")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     with open(out / "run.log", "w") as log:
         result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     if result.returncode != 0 or not summary.is_file():
         raise RuntimeError(f"run {out.name} failed (exit {result.returncode}); see {out / 'run.log'}")
     return summary
+
+
+def _jsonable(overrides: dict) -> dict:
+    return json.loads(json.dumps(overrides, default=str))
+
+
+def _settings(run_dir: Path) -> dict | None:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect_runs(output_dir: Path, overrides: dict) -> dict:
+    """Every finished run under ``output_dir`` made with ``overrides``: ``{row: {budget: [record, ...]}}``.
+
+    Rows come in the order of ``ROWS`` (others after them), records in seed order; ``budget`` is None for the fully
+    supervised row. A record is ``{"seed", "dice", "hd95"}`` read from the run's ``summary.json``.
+    """
+    wanted = _jsonable(overrides)
+    found: dict = {}
+    for run_json in sorted(Path(output_dir).glob("*/run.json")):
+        settings = json.loads(run_json.read_text())
+        summary = run_json.parent / "summary.json"
+        if settings.get("overrides") != wanted or not summary.is_file():
+            continue
+        record = {"seed": settings["seed"], "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}
+        found.setdefault(settings["row"], {}).setdefault(settings["budget"], []).append(record)
+    order = {row: i for i, row in enumerate(ROWS + ("weaker_teacher",))}
+    results = {row: found[row] for row in sorted(found, key=lambda r: (order.get(r, len(order)), r))}
+    for per_budget in results.values():
+        for runs in per_budget.values():
+            runs.sort(key=lambda r: r["seed"])
+    return results
 
 
 def _metric(summary: Path, name: str) -> float:
@@ -175,20 +217,18 @@ def run_quality(
     start = time.time()
     print(f"quality: {len(jobs)} runs, {parallel} at a time, {threads} threads each, under {out}", flush=True)
 
-    def work(job: tuple) -> tuple:
+    def work(job: tuple) -> None:
         row, budget, seed, run_dir = job
         summary = _run_one(run_dir, row, budget, seed, phantom_dir, threads, extra)
         print(f"  done {run_dir.name}: Dice {_metric(summary, 'dice'):.3f} ({time.time() - start:.0f} s)", flush=True)
-        return row, budget, {"seed": seed, "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        finished = list(pool.map(work, jobs))
-    results: dict = {row: {} for row in rows_l}
-    for row, budget, record in finished:
-        results[row].setdefault(budget, []).append(record)
-    table = _table(results, budgets_l)
+        list(pool.map(work, jobs))
+    results = collect_runs(out, extra)
+    all_budgets = sorted({b for per_budget in results.values() for b in per_budget if b is not None})
+    table = _table(results, all_budgets)
     (out / "quality.md").write_text(table + "\n")
-    _plot(results, budgets_l, out / "quality.png", total_cases=demo["phantom_train_cases"])
+    _plot(results, all_budgets, out / "quality.png", total_cases=demo["phantom_train_cases"])
     record = {
         "benchmark": "quality",
         "figures": [
@@ -196,7 +236,7 @@ def run_quality(
              "std": float(np.std([r["dice"] for r in runs])), "unit": "Dice", "seeds": [r["seed"] for r in runs]}
             for row, per_budget in results.items() for b, runs in per_budget.items()
         ],
-        "config": {"rows": rows_l, "seeds": seeds_l, "budgets": budgets_l, "overrides": extra,
+        "config": {"rows": list(results), "budgets": all_budgets, "overrides": extra,
                    "wall_s": round(time.time() - start, 1)},
     }  # fmt: skip
     (out / "quality.json").write_text(json.dumps(record, indent=2) + "\n")

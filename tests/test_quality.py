@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,38 @@ def test_bad_arguments() -> None:
         quality.run_quality(rows="nope")
     with pytest.raises(ValueError, match="parallel"):
         quality.run_quality(rows="full", parallel=0)
+
+
+def _fake_run(root: Path, name: str, row: str, budget: int | None, seed: int, overrides: dict, dice: float) -> None:
+    run_dir = root / name
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(
+        json.dumps({"row": row, "budget": budget, "seed": seed, "overrides": overrides})
+    )
+    metrics = {"dice_left_atrium": {"mean": dice}, "hd95_left_atrium": {"mean": 10.0 * seed}}
+    (run_dir / "summary.json").write_text(json.dumps({"metrics": metrics}))
+
+
+def test_collect_runs_joins_invocations_with_the_same_overrides(tmp_path: Path) -> None:
+    _fake_run(tmp_path, "full_l4_s1", "full", 4, 1, {}, 0.7)
+    _fake_run(tmp_path, "full_l4_s0", "full", 4, 0, {}, 0.5)
+    _fake_run(tmp_path, "supervised_l8_s0", "supervised", 8, 0, {}, 0.6)
+    _fake_run(tmp_path, "fully_supervised_all_s0", "fully_supervised", None, 0, {}, 0.9)
+    _fake_run(tmp_path, "other", "full", 4, 2, {"iterations": 10}, 0.1)  # other settings: left out
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "run.json").write_text(json.dumps({"row": "cps", "budget": 4, "seed": 0, "overrides": {}}))
+
+    results = quality.collect_runs(tmp_path, {})
+
+    assert list(results) == ["supervised", "full", "fully_supervised"]
+    assert [r["seed"] for r in results["full"][4]] == [0, 1]
+    assert [r["dice"] for r in results["full"][4]] == [0.5, 0.7]
+    assert results["supervised"] == {8: [{"seed": 0, "dice": 0.6, "hd95": 0.0}]}
+    assert results["fully_supervised"][None][0]["dice"] == 0.9
+    assert quality.collect_runs(tmp_path, {"iterations": 10})["full"][4][0]["seed"] == 2
+
+
+def test_a_run_directory_is_not_reused_for_other_settings(tmp_path: Path) -> None:
+    _fake_run(tmp_path, "full_l4_s0", "full", 4, 0, {"iterations": 10}, 0.1)
+    with pytest.raises(RuntimeError, match="other settings"):
+        quality._run_one(tmp_path / "full_l4_s0", "full", 4, 0, tmp_path, 1, {})
