@@ -108,6 +108,40 @@ def test_reliable_fraction_follows_percentile(q):
     assert torch.equal(masks.uncertain, ~(masks.reliable_a | masks.reliable_b))
 
 
+def _imbalanced_probs(seed: int) -> torch.Tensor:
+    """A small, less confident foreground (about 8 % of the voxels) in a confident background, as on LA patches."""
+    g = torch.Generator().manual_seed(seed)
+    fg = torch.rand(2, 1, 16, 16, 8, generator=g) * 0.05  # background: p(fg) in [0, 0.05)
+    blob = torch.zeros_like(fg, dtype=torch.bool)
+    blob[:, :, 5:10, 5:10, 2:6] = True
+    fg = torch.where(blob, 0.6 + torch.rand(fg.shape, generator=g) * 0.35, fg)  # foreground: p(fg) in [0.6, 0.95)
+    return torch.cat([1 - fg, fg], dim=1)
+
+
+@pytest.mark.parametrize("q", [20.0, 80.0])
+def test_class_balanced_reliability_keeps_q_percent_of_every_class(q):
+    probs_a, probs_b = _imbalanced_probs(0), _imbalanced_probs(1)
+    is_fg = probs_a[:, 1:] > 0.5
+    global_masks = compute_reliability(probs_a, probs_b, q)
+    assert not (global_masks.reliable_a & is_fg).any()  # the batch-wide percentile drops the whole foreground
+    masks = compute_reliability(probs_a, probs_b, q, class_balanced=True)
+    for reliable in (masks.reliable_a, masks.reliable_b):
+        for members in (is_fg, ~is_fg):
+            assert reliable[members].float().mean().item() == pytest.approx(q / 100, abs=0.01)
+    assert masks.pseudo_label[masks.reliable & is_fg].eq(1).all()
+
+
+def test_class_balanced_loss_supervises_the_foreground():
+    logits_a = torch.log(_imbalanced_probs(0)).requires_grad_()
+    logits_b = torch.log(_imbalanced_probs(1))
+    fg_voxels = logits_a[:, 1:].detach() > logits_a[:, :1].detach()
+    for class_balanced, expect_fg_gradient in ((False, False), (True, True)):
+        logits_a.grad = None
+        EntropyFilteredLoss(percentile=20.0, class_balanced=class_balanced)(logits_a, logits_b).backward()
+        fg_grad = logits_a.grad.abs().sum(1, keepdim=True)[fg_voxels]
+        assert bool((fg_grad > 0).any()) is expect_fg_gradient
+
+
 def test_ties_at_the_threshold_are_reliable():
     uniform = torch.full((1, 2, 3, 3, 3), 0.5)
     masks = compute_reliability(uniform, uniform, 20.0)

@@ -116,6 +116,26 @@ def test_weaker_mode_trains_only_the_branch_with_the_higher_supervised_loss(term
     assert outputs[strong].grad is None or outputs[strong].grad.abs().sum() == 0
 
 
+def test_class_balanced_reliability_gives_the_contrastive_term_a_foreground_prototype() -> None:
+    # unlabeled items: a small, less confident foreground in a confident background, in both branches
+    outputs = fake_outputs(n=4)
+    with torch.no_grad():
+        for key in ("logits_a", "logits_b"):
+            outputs[key][:, 0] = 4.0 + torch.rand(outputs[key][:, 0].shape)
+            outputs[key][:, 1] = 0.0
+            outputs[key][:, 1, 1:3, 1:3, 1:3] = 5.0 + torch.rand(outputs[key][:, 1, 1:3, 1:3, 1:3].shape)
+    for class_balanced in (False, True):
+        objective = full_objective(unlabeled_weight=1.0, contrastive_weight=1.0, class_balanced_reliability=class_balanced)
+        terms = objective(outputs, labels(), iteration=0)
+        assert objective.contrastive_a.prototype_valid.tolist() == [True, class_balanced]
+        if class_balanced:
+            assert terms["contrastive"].item() > 0
+            grad = torch.autograd.grad(terms["contrastive"], outputs["features_a"])[0]
+            assert grad[2:].abs().sum() > 0  # reaches the unlabeled items' features
+        else:
+            assert terms["contrastive"].item() == 0.0  # one valid prototype only: the term trains nothing
+
+
 def test_prototype_state_of_each_branch_is_separate_and_saved() -> None:
     objective = full_objective()
     assert objective.contrastive_a is not objective.contrastive_b

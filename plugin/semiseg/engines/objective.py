@@ -49,6 +49,8 @@ class DualNetworkObjective(nn.Module):
         teacher_mode: ``"symmetric"``: both branches learn every unlabeled term. ``"weaker"``: as in the released
             recipe, the KL, consistency and contrastive terms train only the branch with the higher supervised loss
             of the iteration, taught by the other.
+        class_balanced_reliability: the entropy percentile of the reliability masks (entropy filter and prototype
+            contrast) is taken per predicted class instead of over the whole batch (see ``compute_reliability``).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class DualNetworkObjective(nn.Module):
         contrastive_weight: Callable[[int], float] | float = 0.1,
         percentile: Callable[[int], float] | None = None,
         teacher_mode: str = "symmetric",
+        class_balanced_reliability: bool = False,
     ) -> None:
         super().__init__()
         if teacher_mode not in TEACHER_MODES:
@@ -86,6 +89,7 @@ class DualNetworkObjective(nn.Module):
         self.contrastive_weight = _as_schedule(contrastive_weight)
         self.percentile = percentile
         self.teacher_mode = teacher_mode
+        self.class_balanced_reliability = bool(class_balanced_reliability)
 
     @property
     def uses_unlabeled(self) -> bool:
@@ -143,7 +147,9 @@ class DualNetworkObjective(nn.Module):
         masks: ReliabilityMasks | None = None
         if self.entropy_filter is not None or self.contrastive_a is not None:
             q = self._current_percentile(iteration)
-            masks = compute_reliability(torch.softmax(u_a, 1), torch.softmax(u_b, 1), q)
+            masks = compute_reliability(
+                torch.softmax(u_a, 1), torch.softmax(u_b, 1), q, class_balanced=self.class_balanced_reliability
+            )
             stats["percentile"] = torch.tensor(q, device=u_a.device)
             stats["reliable_fraction"] = masks.reliable.float().mean()
         if self.cross_pseudo is not None:

@@ -9,6 +9,15 @@ voxels are reliable for each network. This is the entropy-based pseudo-label fil
 
 Unlike that paper's released code, the entropy here is computed on softmax probabilities (never on logits) and the
 cross-entropy keeps its gradient to the logits.
+
+With ``class_balanced=True`` the percentile is taken separately over the voxels of each predicted class, so about
+q % of every class is reliable. On a small foreground the batch-wide percentile keeps background voxels only: the
+foreground is predicted with less confidence than the bulk of the background (on an LA phantom patch, 8 % foreground,
+a trained demo checkpoint had no reliable foreground voxel at q = 20 nor at q = 80), so the filter teaches background
+alone and the prototype contrast has no foreground prototype. Per-class thresholds in the spirit of class-wise confidence thresholds, e.g.
+
+    Zhang, Wang, Hou, Wu, Wang, Okumura, Shinozaki (2021) FlexMatch: Boosting Semi-Supervised Learning with
+    Curriculum Pseudo Labeling. NeurIPS 2021.
 """
 
 from __future__ import annotations
@@ -124,8 +133,21 @@ def _check_percentile(percentile: float) -> float:
     return float(percentile)
 
 
+def _below_percentile(entropy: torch.Tensor, label: torch.Tensor | None, q: float) -> torch.Tensor:
+    """Voxels whose entropy is at most the q-th percentile, over the batch or (given ``label``) over each class."""
+    if label is None:
+        return entropy <= batch_percentile(entropy, q)
+    reliable = torch.zeros_like(entropy, dtype=torch.bool)
+    for c in label.unique().tolist():
+        members = label == c
+        reliable |= members & (entropy <= batch_percentile(entropy[members], q))
+    return reliable
+
+
 @torch.no_grad()
-def compute_reliability(probs_a: torch.Tensor, probs_b: torch.Tensor, percentile: float) -> ReliabilityMasks:
+def compute_reliability(
+    probs_a: torch.Tensor, probs_b: torch.Tensor, percentile: float, class_balanced: bool = False
+) -> ReliabilityMasks:
     """
     Reliability masks and the fused pseudo-label of two networks' predictions on one batch (no gradient).
 
@@ -139,6 +161,8 @@ def compute_reliability(probs_a: torch.Tensor, probs_b: torch.Tensor, percentile
         probs_a: class probabilities of network A, shape (B, C, *spatial), C >= 2.
         probs_b: class probabilities of network B, same shape as ``probs_a``.
         percentile: q in (0, 100].
+        class_balanced: take the percentile of ``H_k`` over the voxels that network k assigns to each class
+            separately, so that about q % of every predicted class is reliable (see the module docstring).
 
     Returns:
         the :class:`ReliabilityMasks` of the batch, every field of shape (B, 1, *spatial).
@@ -157,13 +181,13 @@ def compute_reliability(probs_a: torch.Tensor, probs_b: torch.Tensor, percentile
         )
     entropy_a = voxel_entropy(probs_a)
     entropy_b = voxel_entropy(probs_b)
-    reliable_a = entropy_a <= batch_percentile(entropy_a, q)
-    reliable_b = entropy_b <= batch_percentile(entropy_b, q)
-    reliable = reliable_a | reliable_b
-
     # max(...).indices is the argmax (first index on ties), much faster than Tensor.argmax over dim 1 on CPU
     label_a = probs_a.max(dim=1, keepdim=True).indices
     label_b = probs_b.max(dim=1, keepdim=True).indices
+    reliable_a = _below_percentile(entropy_a, label_a if class_balanced else None, q)
+    reliable_b = _below_percentile(entropy_b, label_b if class_balanced else None, q)
+    reliable = reliable_a | reliable_b
+
     label_mean = (probs_a + probs_b).max(dim=1, keepdim=True).indices
     from_a = reliable_a & (~reliable_b | (entropy_a <= entropy_b))
     from_b = reliable_b & ~from_a
@@ -194,11 +218,15 @@ class EntropyFilteredLoss(_Loss):
     After Lu et al. (2025), Knowledge-Based Systems (arXiv 2509.13084), see :mod:`semiseg.losses.entropy_filter`.
     """
 
-    def __init__(self, percentile: float = 20.0, reduction: LossReduction | str = LossReduction.MEAN) -> None:
+    def __init__(
+        self, percentile: float = 20.0, class_balanced: bool = False, reduction: LossReduction | str = LossReduction.MEAN
+    ) -> None:
         """
         Args:
             percentile: q in (0, 100]: a voxel is reliable for a network when its entropy is at most the q-th
                 percentile of that network's entropies over the batch. Used when ``forward`` is given no masks.
+            class_balanced: the percentile is taken over each predicted class separately (see
+                :func:`compute_reliability`). Used when ``forward`` is given no masks.
             reduction: ``"mean"`` (sum over reliable voxels divided by their number), ``"sum"`` (sum over reliable
                 voxels) or ``"none"`` (the per-voxel map (B, 1, *spatial), zero on voxels that are not reliable).
 
@@ -208,6 +236,7 @@ class EntropyFilteredLoss(_Loss):
         reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
         self.percentile = percentile
+        self.class_balanced = bool(class_balanced)
 
     @property
     def percentile(self) -> float:
@@ -238,7 +267,10 @@ class EntropyFilteredLoss(_Loss):
         check_logits_pair(logits_a, logits_b)
         if masks is None:
             masks = compute_reliability(
-                torch.softmax(logits_a.detach(), dim=1), torch.softmax(logits_b.detach(), dim=1), self.percentile
+                torch.softmax(logits_a.detach(), dim=1),
+                torch.softmax(logits_b.detach(), dim=1),
+                self.percentile,
+                self.class_balanced,
             )
         expected = (logits_a.shape[0], 1, *logits_a.shape[2:])
         for name in ("reliable", "pseudo_label"):
