@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -195,3 +196,77 @@ def test_bad_inference_arguments():
         bench.run_inference(volume=(20, 40, 40), **TINY)
     with pytest.raises(ValueError, match="stride 40 must be between 1 and the window size 32"):
         bench.run_inference(stride=(8, 8, 40), train_iterations=0, **TINY)
+
+
+# first axis 64: a bottleneck 2 voxels deep meets a PyTorch 2.13 CPU bfloat16 Conv3d weight-gradient bug (see the notes)
+STEP_VARIANTS_TINY = {"n_filters": 2, "patch": "64,32,16", "labeled_batch": 1, "unlabeled_batch": 1, "repeats": 1}
+
+
+def _with_one_thread(fn, **kwargs):
+    threads = torch.get_num_threads()
+    try:
+        return fn(threads=1, **kwargs)  # one thread: the machine's cores may be busy with other runs
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_step_variants_json_line(capsys):
+    returned = _with_one_thread(bench.run_step_variants, **STEP_VARIANTS_TINY)
+    result = _last_json_line(capsys)
+    assert result == returned
+    assert result["benchmark"] == "step_variants"
+    variants = ("fp32", "amp", "channels_last", "amp+channels_last")
+    others = variants[1:]
+    expected = {f"iteration_time_{v}" for v in variants} | {f"time_ratio_{v}_vs_fp32" for v in others}
+    expected |= {f"first_loss_{v}" for v in variants} | {f"last_loss_{v}" for v in variants}
+    expected |= {f"first_loss_abs_difference_{v}_vs_fp32" for v in others} | {"max_first_loss_abs_difference_vs_fp32"}
+    assert _names(result) == expected  # no peak memory on CPU
+    figures = {f["name"]: f for f in result["figures"]}
+    assert all(math.isfinite(f["value"]) for f in result["figures"])
+    assert all(figures[f"iteration_time_{v}"]["value"] > 0 for v in variants)
+    t_fp32 = figures["iteration_time_fp32"]["value"]
+    assert figures["time_ratio_amp_vs_fp32"]["value"] == pytest.approx(figures["iteration_time_amp"]["value"] / t_fp32)
+    # the same loss from the same weights, batch and random draws, within 1e-2 (bfloat16 autocast, and the
+    # entropy-percentile masks and argmax pseudo-labels are discontinuous in the logits)
+    first_fp32 = figures["first_loss_fp32"]["value"]
+    for v in others:
+        difference = figures[f"first_loss_abs_difference_{v}_vs_fp32"]["value"]
+        assert difference == pytest.approx(abs(figures[f"first_loss_{v}"]["value"] - first_fp32))
+    largest = figures["max_first_loss_abs_difference_vs_fp32"]
+    assert largest["value"] < 1e-2 and largest["met"] is True and largest["goal"] == "<= 0.01"
+    config = result["config"]
+    assert config["variants"] == list(variants) and config["amp_dtype"] == "bfloat16"
+    assert config["patch"] == [64, 32, 16] and config["memory_method"].startswith("n/a on CPU")
+
+
+def test_step_variants_compile_failure_is_one_clear_error(monkeypatch, capsys):
+    class Broken(torch.nn.Module):  # what torch.compile gives where the toolchain is missing: fails on first call
+        def forward(self, x):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n" + "  frame\n" * 50)
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Broken())
+    with pytest.raises(bench.CompileError) as error:
+        bench.run_step_variants(compile=True, **STEP_VARIANTS_TINY)
+    message = str(error.value)
+    assert "torch.compile failed in the 'compile' variant on cpu" in message
+    assert "InvalidCxxCompiler: No working C++ compiler found" in message and "frame" not in message
+    assert "run without --compile" in message
+    # on the command line: that one line, no traceback
+    with pytest.raises(SystemExit) as exit_:
+        bench._command(bench.run_step_variants)(compile=True, **STEP_VARIANTS_TINY)
+    assert str(exit_.value).startswith("error: torch.compile failed")
+    assert "iteration_time" not in capsys.readouterr().out  # nothing was timed
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"amp_dtype": "float8"}, "amp_dtype must be one of ['bfloat16', 'float16'] (or unset), got 'float8'."),
+        ({"compile": "yes"}, "compile must be True or False, got 'yes'."),
+        ({"iterations": 0}, "iterations must be a positive integer, got 0."),
+    ],
+)
+def test_bad_step_variants_arguments(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        bench.run_step_variants(**{**STEP_VARIANTS_TINY, **kwargs})
+    assert message in str(error.value)
