@@ -131,6 +131,11 @@ def test_class_balanced_reliability_keeps_q_percent_of_every_class(q):
     assert masks.pseudo_label[masks.reliable & is_fg].eq(1).all()
 
 
+def test_class_balanced_must_be_a_bool():
+    with pytest.raises(ValueError, match="class_balanced must be True or False"):
+        EntropyFilteredLoss(class_balanced="false")
+
+
 def test_class_balanced_loss_supervises_the_foreground():
     logits_a = torch.log(_imbalanced_probs(0)).requires_grad_()
     logits_b = torch.log(_imbalanced_probs(1))

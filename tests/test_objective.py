@@ -146,6 +146,8 @@ def test_prototype_state_of_each_branch_is_separate_and_saved() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="teacher_mode"):
         DualNetworkObjective(teacher_mode="both")
+    with pytest.raises(ValueError, match="class_balanced_reliability must be True or False"):
+        DualNetworkObjective(class_balanced_reliability="false")
     with pytest.raises(ValueError, match="weight must be >= 0"):
         DualNetworkObjective(unlabeled_weight=-1.0)
     with pytest.raises(ValueError, match="percentile schedule"):

@@ -72,6 +72,8 @@ class DualNetworkObjective(nn.Module):
         super().__init__()
         if teacher_mode not in TEACHER_MODES:
             raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}, got {teacher_mode!r}.")
+        if not isinstance(class_balanced_reliability, bool):
+            raise ValueError(f"class_balanced_reliability must be True or False, got {class_balanced_reliability!r}.")
         if cross_reliable_weight < 0:
             raise ValueError(f"cross_reliable_weight must be >= 0, got {cross_reliable_weight}.")
         if percentile is not None and entropy_filter is None and contrastive is None:
@@ -89,7 +91,7 @@ class DualNetworkObjective(nn.Module):
         self.contrastive_weight = _as_schedule(contrastive_weight)
         self.percentile = percentile
         self.teacher_mode = teacher_mode
-        self.class_balanced_reliability = bool(class_balanced_reliability)
+        self.class_balanced_reliability = class_balanced_reliability
 
     @property
     def uses_unlabeled(self) -> bool:

@@ -231,12 +231,15 @@ class EntropyFilteredLoss(_Loss):
                 voxels) or ``"none"`` (the per-voxel map (B, 1, *spatial), zero on voxels that are not reliable).
 
         Raises:
-            ValueError: when ``percentile`` is outside (0, 100] or ``reduction`` is not "mean", "sum", "none".
+            ValueError: when ``percentile`` is outside (0, 100], ``class_balanced`` is not a bool or ``reduction`` is
+                not "mean", "sum", "none".
         """
+        if not isinstance(class_balanced, bool):
+            raise ValueError(f"class_balanced must be True or False, got {class_balanced!r}.")
         reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
         self.percentile = percentile
-        self.class_balanced = bool(class_balanced)
+        self.class_balanced = class_balanced
 
     @property
     def percentile(self) -> float:
