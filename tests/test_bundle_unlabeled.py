@@ -1,0 +1,101 @@
+"""Tests of semiseg.bundle.unlabeled and semiseg.bundle.length: what the bundles do when MONAI Label (or any tool)
+hands them only labeled pairs and asks for epochs. These run without monailabel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from semiseg.bundle import DatasetNotFoundError, extra_unlabeled_images, run_iterations, scale_to_run, held_out_cases
+from semiseg.bundle import unlabeled_cases
+
+
+def _touch(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return str(path)
+
+
+def _datastore(root: Path) -> list[dict]:
+    """A MONAI Label local datastore: images in one folder, final labels in labels/final/; returns the labeled pairs."""
+    for name in ("a", "b", "c", "d"):
+        _touch(root / f"{name}.nii.gz")
+    _touch(root / "e.nrrd")
+    _touch(root / "notes.txt")
+    return [
+        {"image": str(root / name), "label": _touch(root / "labels" / "final" / name)} for name in ("a.nii.gz", "c.nii.gz")
+    ]
+
+
+def test_datastore_images_without_a_label_are_the_unlabeled_cases(tmp_path) -> None:
+    labeled = _datastore(tmp_path / "studies")
+    cases = unlabeled_cases(labeled, datalist=str(tmp_path / "missing.json"))
+    names = [Path(case["image"]).name for case in cases]
+    assert names == ["b.nii.gz", "d.nii.gz", "e.nrrd"]  # no labeled image, no label file, no non-image
+    assert all(set(case) == {"image"} and Path(case["image"]).is_absolute() for case in cases)
+    # MONAI Label moves some labeled pairs to validation: their images are not unlabeled either
+    validation, training = labeled[:1], labeled[1:]
+    cases = unlabeled_cases(training, None, exclude=validation)
+    assert [Path(case["image"]).name for case in cases] == ["b.nii.gz", "d.nii.gz", "e.nrrd"]
+    assert held_out_cases(training, str(tmp_path / "missing.json")) == []  # no test list in MONAI Label
+
+
+def test_extra_unlabeled_list_adds_files_folders_and_json(tmp_path) -> None:
+    labeled = _datastore(tmp_path / "studies")
+    more = tmp_path / "more"
+    _touch(more / "f.nii.gz")
+    _touch(more / "sub" / "g.nii.gz")  # subfolders are not searched
+    listing = tmp_path / "lists" / "unlabeled.json"
+    _touch(tmp_path / "lists" / "h.nii.gz")
+    listing.write_text(json.dumps({"unlabeled": [{"image": "h.nii.gz"}, str(tmp_path / "studies" / "b.nii.gz")]}))
+    single = _touch(tmp_path / "i.nii.gz")
+    cases = unlabeled_cases(labeled, None, extra=[str(more), str(listing), single, str(tmp_path / "studies" / "a.nii.gz")])
+    names = [Path(case["image"]).name for case in cases]
+    # b comes once (datastore and JSON), a is labeled so never unlabeled
+    assert names == ["b.nii.gz", "d.nii.gz", "e.nrrd", "f.nii.gz", "h.nii.gz", "i.nii.gz"]
+
+
+def test_existing_datalist_gives_its_unlabeled_cases_and_not_the_folder(tmp_path) -> None:
+    root = tmp_path / "data"
+    for name in ("a", "b", "c"):
+        _touch(root / "imagesTr" / f"{name}.nii.gz")
+        _touch(root / "labelsTr" / f"{name}.nii.gz")
+    _touch(root / "imagesTr" / "validation_case.nii.gz")  # beside the images, but not in the datalist's training list
+    _touch(root / "imagesTs" / "t.nii.gz")
+    datalist = root / "datalist.json"
+    pair = lambda n: {"image": f"imagesTr/{n}.nii.gz", "label": f"labelsTr/{n}.nii.gz"}  # noqa: E731
+    datalist.write_text(json.dumps({"training": [pair("a"), pair("b"), pair("c")], "test": [{"image": "imagesTs/t.nii.gz"}]}))
+    labeled = [{"image": str(root / "imagesTr" / "a.nii.gz"), "label": str(root / "labelsTr" / "a.nii.gz")}]
+    cases = unlabeled_cases(labeled, str(datalist), str(root), num_labeled=1)
+    assert [Path(case["image"]).name for case in cases] == ["b.nii.gz", "c.nii.gz"]
+    assert [Path(case["image"]).name for case in held_out_cases(labeled, str(datalist), str(root), 1)] == ["t.nii.gz"]
+    datalist.write_text(json.dumps({"training": [pair("a"), pair("b")]}))
+    with pytest.raises(DatasetNotFoundError, match="lists no test case"):
+        held_out_cases(labeled, str(datalist), str(root), 1)
+
+
+def test_unlabeled_errors_name_the_entry(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothing_here"):
+        extra_unlabeled_images([str(tmp_path / "nothing_here")])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"training": []}))
+    with pytest.raises(ValueError, match="bad.json"):
+        extra_unlabeled_images(str(bad))
+    with pytest.raises(ValueError, match="labeled case 0"):
+        unlabeled_cases([{"label": "x"}])
+    assert extra_unlabeled_images(None) == [] and extra_unlabeled_images([]) == []
+
+
+def test_epochs_request_maps_to_iterations_and_keeps_the_schedule_shares() -> None:
+    assert run_iterations(6000) == 6000 and run_iterations(6000, None, 4) == 6000
+    assert run_iterations(6000, 50, 4) == 200  # MONAI Label's default: 50 epochs of 4 labeled batches
+    assert scale_to_run(4000, 6000, 200) == 133 and scale_to_run(2500, 6000, 200) == 83
+    assert scale_to_run(4000, 6000, 6000) == 4000 and scale_to_run(10, 6000, 3) == 1
+    with pytest.raises(ValueError, match="at least one labeled batch"):
+        run_iterations(6000, 5, 0)
+    with pytest.raises(ValueError, match="max_epochs must be a positive integer"):
+        run_iterations(6000, -1, 4)
+    with pytest.raises(ValueError, match="iterations must be a positive integer"):
+        run_iterations(2.5)
