@@ -41,6 +41,7 @@ ROW_NAMES = {
     "full": "full method (+ consistency, prototype contrast, cross-reliable)",
     "fully_supervised": "fully supervised bound (all training cases labeled)",
     "weaker_teacher": "full method, weaker-branch teaching",
+    "global_percentile": "full method, batch-wide entropy percentile (as DESIGN.md states it)",
 }
 
 __all__ = ["run_quality"]
@@ -108,7 +109,7 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
             continue
         record = {"seed": settings["seed"], "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}
         found.setdefault(settings["row"], {}).setdefault(settings["budget"], []).append(record)
-    order = {row: i for i, row in enumerate(ROWS + ("weaker_teacher",))}
+    order = {row: i for i, row in enumerate(ROWS + ("weaker_teacher", "global_percentile"))}
     results = {row: found[row] for row in sorted(found, key=lambda r: (order.get(r, len(order)), r))}
     for per_budget in results.values():
         for runs in per_budget.values():
