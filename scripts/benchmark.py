@@ -215,6 +215,24 @@ def _device(device: str, threads: int | None) -> torch.device:
     return torch.device(device)
 
 
+def _step_arguments(
+    device: str,
+    threads: int | None,
+    patch: int | str | Sequence[int],
+    *counts: int,
+) -> tuple[torch.device, tuple[int, int, int]]:
+    """Check the arguments the step benchmarks share; return the device and the patch as a triple.
+
+    ``counts`` are repeats, iterations, n_filters, feature_dim, labeled_batch and unlabeled_batch, all >= 1.
+    """
+    names = ("repeats", "iterations", "n_filters", "feature_dim", "labeled_batch", "unlabeled_batch")
+    _check_positive(**dict(zip(names, counts)))
+    dev = _device(device, threads)
+    patch_t = _triple(patch, "patch")
+    _check_patch(patch_t)
+    return dev, patch_t
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -756,12 +774,9 @@ def run_step(
     Returns:
         the JSON object printed last.
     """
-    _check_positive(repeats=repeats)
-    dev = _device(device, threads)
-    patch_t = _triple(patch, "patch")
-    _check_patch(patch_t)
-    _check_positive(iterations=iterations, n_filters=n_filters, feature_dim=feature_dim)
-    _check_positive(labeled_batch=labeled_batch, unlabeled_batch=unlabeled_batch)
+    dev, patch_t = _step_arguments(
+        device, threads, patch, repeats, iterations, n_filters, feature_dim, labeled_batch, unlabeled_batch
+    )
     num_batches = 2
     base = _training_setup(
         dev, n_filters, norm, feature_dim, patch_t, labeled_batch, unlabeled_batch, num_batches, seed
@@ -982,12 +997,9 @@ def run_step_variants(
     """
     from semiseg.engines.trainer import NonFiniteLossError
 
-    _check_positive(repeats=repeats)
-    dev = _device(device, threads)
-    patch_t = _triple(patch, "patch")
-    _check_patch(patch_t)
-    _check_positive(iterations=iterations, n_filters=n_filters, feature_dim=feature_dim)
-    _check_positive(labeled_batch=labeled_batch, unlabeled_batch=unlabeled_batch)
+    dev, patch_t = _step_arguments(
+        device, threads, patch, repeats, iterations, n_filters, feature_dim, labeled_batch, unlabeled_batch
+    )
     dtype = _amp_dtype(amp_dtype, dev)
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False, got {compile!r}.")
@@ -1487,7 +1499,7 @@ def run_data(
             amp=parser.get_parsed_content("amp"),
             precision=_precision(dev),
         )
-        del labeled_stream, unlabeled_stream  # closes the loaders' iterators, which ends their worker processes
+        labeled_stream = unlabeled_stream = None  # drops the loaders' iterators, which ends their worker processes
 
     data_rate = 1.0 / _median(samples["data"])
     train_rate = 1.0 / _median(samples["train"])
