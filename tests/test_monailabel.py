@@ -271,7 +271,7 @@ def test_bundle_train_task_trains_semi_supervised_on_the_datastore(tmp_path, mon
     # the ramp-ups keep their share of the run (4000 of 6000 configured iterations -> 4 of 6)
     assert trainer.objective.unlabeled_weight.length == trainer.objective.contrastive_weight.length == 4
     # the final weights land where MONAI Label's BundleInferTask looks for them
-    saved = torch.load(bundle / "models" / "model.pt", map_location="cpu")
+    saved = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser["bundle_root"] = str(bundle)
