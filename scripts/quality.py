@@ -42,6 +42,9 @@ ROW_NAMES = {
     "fully_supervised": "fully supervised bound (all training cases labeled)",
     "weaker_teacher": "full method, weaker-branch teaching",
     "global_percentile": "full method, batch-wide entropy percentile (as DESIGN.md states it)",
+    "no_consistency": "full method without prediction consistency",
+    "no_contrastive": "full method without prototype contrast",
+    "no_cross_reliable": "full method without cross-reliable supervision",
 }
 
 __all__ = ["run_quality"]
@@ -124,19 +127,20 @@ def _metric(summary: Path, name: str) -> float:
 
 
 def _table(results: dict, budgets: list[int]) -> str:
-    header = "| row | " + " | ".join(f"{b} labeled: Dice | {b} labeled: HD95 (mm)" for b in budgets) + " |"
-    lines = [header, "|---|" + "---|---|" * len(budgets)]
+    header = "| row | " + " | ".join(f"{b} labeled: Dice | {b} labeled: HD95 (mm)" for b in budgets) + " | seeds |"
+    lines = [header, "|---|" + "---|---|" * len(budgets) + "---|"]
     for row, per_budget in results.items():
-        cells = []
+        cells, seeds = [], []
         for budget in budgets:
             runs = per_budget.get(budget) or per_budget.get(None)
             if not runs:
                 cells += ["-", "-"]
                 continue
+            seeds.append(str(len(runs)))
             dice = np.array([r["dice"] for r in runs])
             hd = np.array([r["hd95"] for r in runs])
             cells += [f"{dice.mean():.3f} +- {dice.std():.3f}", f"{np.nanmean(hd):.1f} +- {np.nanstd(hd):.1f}"]
-        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(cells + ["/".join(seeds) or "-"]) + " |")
     return "\n".join(lines)
 
 

@@ -23,8 +23,8 @@ def test_table_gives_mean_and_std_over_seeds() -> None:
         "fully_supervised": {None: [{"seed": 0, "dice": 0.9, "hd95": 5.0}]},
     }
     table = quality._table(results, [4])
-    assert "| supervised only (both branches, unlabeled terms off) | 0.700 +- 0.100 | 15.0 +- 5.0 |" in table
-    assert "| fully supervised bound (all training cases labeled) | 0.900 +- 0.000 | 5.0 +- 0.0 |" in table
+    assert "| supervised only (both branches, unlabeled terms off) | 0.700 +- 0.100 | 15.0 +- 5.0 | 2 |" in table
+    assert "| fully supervised bound (all training cases labeled) | 0.900 +- 0.000 | 5.0 +- 0.0 | 1 |" in table
 
 
 def test_bad_arguments() -> None:
