@@ -7,6 +7,8 @@ Usage (from the repository root)::
     python scripts/benchmark.py step_variants [--amp_dtype float16|bfloat16] [--compile True] ...
     python scripts/benchmark.py inference [--volume 80,80,48] [--stride 10,10,2] [--train_iterations 100] ...
     python scripts/benchmark.py data      [--batches 8] [--num_workers 0] [--overrides '{"num_labeled": 4}'] ...
+    python scripts/benchmark.py quality   --rows supervised,full --seeds 0,1,2 --budgets 2,4   (scripts/quality.py)
+    python scripts/benchmark.py alignment --checkpoint RUN/models/model.pt         (scripts/term_alignment.py)
 
 Every command runs the variants it compares in one process, interleaved (A, B, A, B, ...), after one warm-up
 round, and reports the median over ``--repeats`` rounds. It prints a table and ends with one JSON line::
@@ -120,6 +122,7 @@ class BenchmarkReport:
     figures: list[Figure] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    statistic: str = "median"
 
     def add(self, name: str, value: float, unit: str, goal: str | None = None, samples: Sequence[float] = ()) -> None:
         """Add a figure; ``goal`` is ``"<= x"`` or ``">= x"``; ``samples`` give its spread (min, max)."""
@@ -140,7 +143,7 @@ class BenchmarkReport:
         """Print the table, the notes and, last, the JSON line; return the JSON object."""
         print(f"\n== benchmark: {self.benchmark} ==")
         print("config: " + ", ".join(f"{k}={_short(v)}" for k, v in self.config.items()))
-        rows = [("figure", "median", "unit", "range", "goal", "")]
+        rows = [("figure", self.statistic, "unit", "range", "goal", "")]
         for f in self.figures:
             spread = f"{_fmt(f.low)} .. {_fmt(f.high)}" if f.low is not None else ""
             status = "" if f.met is None else ("met" if f.met else "NOT MET")
@@ -1543,6 +1546,14 @@ def run_quality(**options: Any) -> dict:
     return quality(**options)
 
 
+def run_alignment(**options: Any) -> dict:
+    """Gradient alignment of the unlabeled terms with the true labels; see ``scripts/term_alignment.py``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from term_alignment import run_alignment as alignment
+
+    return alignment(**options)
+
+
 def _command(fn: Callable[..., Any]) -> Callable[..., None]:
     """Wrap a command so that fire prints nothing after its JSON line, and a ``BenchmarkError`` is one line."""
 
@@ -1566,6 +1577,7 @@ def main() -> None:
             "data": _command(run_data),
             "memory_probe": _command(memory_probe),
             "quality": _command(run_quality),
+            "alignment": _command(run_alignment),
         }
     )
 
