@@ -150,7 +150,7 @@ def _plot(results: dict, budgets: list[int], path: Path, total_cases: int) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     for row, per_budget in results.items():
         if row == "fully_supervised":
             runs = per_budget[None]
@@ -164,7 +164,7 @@ def _plot(results: dict, budgets: list[int], path: Path, total_cases: int) -> No
     ax.set_xlabel("labeled training cases")
     ax.set_ylabel("test Dice (mean over seeds, +- std)")
     ax.set_xticks(budgets)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.set_title("LA phantoms, last checkpoint")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
