@@ -112,7 +112,7 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
             continue
         record = {"seed": settings["seed"], "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}
         found.setdefault(settings["row"], {}).setdefault(settings["budget"], []).append(record)
-    order = {row: i for i, row in enumerate(ROWS + ("weaker_teacher", "global_percentile"))}
+    order = {row: i for i, row in enumerate(ROW_NAMES)}  # ROWS first, then the other overlays
     results = {row: found[row] for row in sorted(found, key=lambda r: (order.get(r, len(order)), r))}
     for per_budget in results.values():
         for runs in per_budget.values():

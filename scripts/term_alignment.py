@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundles" / "la"
+# the objective's entries that are not unlabeled terms but carry gradient; its statistics (weights, percentile,
+# reliable fraction) carry none and are skipped by _flat_grad
 NOT_UNLABELED_TERMS = ("loss", "sup_a", "sup_b", "cross_reliable")
 
 __all__ = ["run_alignment"]
@@ -171,9 +173,7 @@ def run_alignment(
         params = [p for p, g in zip(params, reached) if g is not None]
         g_oracle = torch.cat([g.flatten() for g in reached if g is not None]).double()  # float64 dot products
         for name, value in terms.items():
-            if name in NOT_UNLABELED_TERMS or name.startswith(("weight_", "percentile", "reliable_")):
-                continue
-            g = _flat_grad(value, params)
+            g = None if name in NOT_UNLABELED_TERMS else _flat_grad(value, params)
             if g is None:
                 continue
             cosines.setdefault(name, []).append(float(g @ g_oracle / (g.norm() * g_oracle.norm()).clamp_min(1e-12)))
