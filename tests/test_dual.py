@@ -42,15 +42,23 @@ class _ConstantBranch(torch.nn.Module):
         return self(x), x.new_ones((x.shape[0], self.feature_channels) + tuple(x.shape[2:]))
 
 
-def test_training_mode_returns_logits_and_normalised_features():
+def test_training_mode_returns_logits_and_projected_features():
     net = _dual().train()
-    out = net(torch.rand(INPUT_SHAPE))
+    x = torch.rand(INPUT_SHAPE)
+    torch.manual_seed(0)
+    out = net(x)
     assert set(out) == {"logits_a", "logits_b", "features_a", "features_b"}
     for key in ("logits_a", "logits_b"):
         assert out[key].shape == (2, 2, 32, 16, 16) and out[key].dtype == torch.float32
     for key in ("features_a", "features_b"):
         assert out[key].shape == (2, 8, 32, 16, 16) and out[key].dtype == torch.float32
-        assert torch.allclose(out[key].norm(dim=1), torch.ones(2, 32, 16, 16), atol=1e-5)
+    # the heads' outputs as they are: the contrastive loss normalises the voxels it reads
+    torch.manual_seed(0)  # same dropout masks
+    _, decoder_a = net.branch_a.forward_features(x)
+    _, decoder_b = net.branch_b.forward_features(x)
+    assert torch.allclose(out["features_a"], net.head_a(decoder_a), atol=1e-6)
+    assert torch.allclose(out["features_b"], net.head_b(decoder_b), atol=1e-6)
+    assert not torch.allclose(out["features_a"].norm(dim=1), torch.ones(2, 32, 16, 16), atol=1e-2)
 
 
 def test_eval_mode_is_log_of_mean_softmax():

@@ -47,6 +47,21 @@ def test_value_by_hand():
     assert sorted(per_anchor.tolist()) == pytest.approx(sorted(expected), rel=1e-5)
 
 
+def test_features_need_not_be_normalised():
+    """Each voxel's feature is normalised before use: a positive scale per voxel changes neither loss nor prototypes."""
+    features, labels, reliable, uncertain = _inputs(requires_grad=True)
+    scale = torch.tensor([3.0, 0.5, 7.0, 0.2, 2.0])
+    scaled = (features.detach() * scale).requires_grad_(True)
+    unit_loss, scaled_loss = PrototypeContrastiveLoss(temperature=0.5), PrototypeContrastiveLoss(temperature=0.5)
+    unit_value = unit_loss(features, labels, reliable, uncertain)
+    scaled_value = scaled_loss(scaled, labels, reliable, uncertain)
+    assert scaled_value.item() == pytest.approx(unit_value.item(), rel=1e-5)
+    assert torch.allclose(scaled_loss.prototypes, unit_loss.prototypes, atol=1e-6)
+    unit_value.backward()
+    scaled_value.backward()
+    assert torch.allclose(scaled.grad * scale, features.grad, atol=1e-5)  # chain rule through f / |f|
+
+
 def test_prototypes_are_stored_normalised():
     loss = PrototypeContrastiveLoss(temperature=0.5)
     loss(*_inputs())

@@ -19,7 +19,8 @@ class PrototypeContrastiveLoss(_Loss):
     """
     InfoNCE of uncertain voxels' features against class prototypes built from reliable voxels.
 
-    For one network with L2-normalised decoder features ``f`` (B, F, *spatial):
+    For one network with projected decoder features ``f`` (B, F, *spatial), each voxel's feature L2-normalised before
+    use (only the voxels read are normalised, so the network need not normalise the whole map):
 
     - the prototype of class c is the L2-normalised mean feature of the voxels that are reliable and have
       pseudo-label c, over the whole batch; prototypes are detached and, with ``ema_momentum`` m, blended with the
@@ -103,8 +104,8 @@ class PrototypeContrastiveLoss(_Loss):
     ) -> torch.Tensor:
         """
         Args:
-            features: decoder features of one network, shape (B, F, *spatial), L2-normalised over dim 1 (they are
-                normalised again here, which changes nothing for normalised input).
+            features: projected decoder features of one network, shape (B, F, *spatial); normalised or not, each
+                voxel's feature vector is L2-normalised here before use.
             pseudo_label: integer pseudo-labels in [0, num_classes), shape (B, 1, *spatial).
             reliable: bool, voxels whose features build the prototypes, shape (B, 1, *spatial).
             uncertain: bool, voxels that may be sampled as anchors, shape (B, 1, *spatial).
