@@ -742,8 +742,8 @@ def run_losses(
         "loss_time_*: forward + backward of each term alone on fixed network outputs; reliability_masks is the "
         "entropy/percentile computation that entropy_filter and contrastive share (forward only, no gradient).",
         "the step difference can exceed the sum of the loss_time_* terms: with the contrastive term on, the backward "
-        "pass also runs through both projection heads (1x1x1 convolutions and the L2 normalisation at full "
-        "resolution), which the supervised-only step skips; contrastive_share measures that.",
+        "pass also runs through both projection heads (1x1x1 convolutions at full resolution), which the "
+        "supervised-only step skips; contrastive_share measures that.",
     ]
     return report.print()
 
