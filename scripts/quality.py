@@ -47,7 +47,16 @@ ROW_NAMES = {
     "no_cross_reliable": "full method without cross-reliable supervision",
 }
 
-__all__ = ["run_quality"]
+__all__ = ["run_quality", "ALLOCATOR_ENV"]
+
+# glibc malloc settings for each run: keep freed blocks of up to 32 MiB (the demo's activations) in the heap instead of
+# returning them to the kernel after every iteration. The results are bit-identical; a demo training step takes about
+# a quarter less time on CPU (page faults per step 1e5 -> 2e3). Values already in the environment are kept.
+ALLOCATOR_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(4 * 1024**3),
+    "MALLOC_TOP_PAD_": str(256 * 1024 * 1024),
+}
 
 
 def _as_list(value: str | int | Sequence, cast: type = str) -> list:
@@ -80,7 +89,7 @@ def _run_one(out: Path, row: str, budget: int | None, seed: int, phantom_dir: Pa
         cmd += [f"--{key}", str(value)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps(settings, indent=2) + "\n")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    env = {**ALLOCATOR_ENV, **os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     with open(out / "run.log", "w") as log:
         result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     if result.returncode != 0 or not summary.is_file():
