@@ -2,7 +2,8 @@
 
 Each run is the bundle itself (``python -m monai.bundle run`` with ``train.json``, ``demo.json`` and one overlay of
 ``configs/ablation``), so what is measured is what users run. Runs go ``--parallel`` at a time with the CPU threads
-split between them; a run whose ``summary.json`` exists is not repeated, so an interrupted sweep continues. The test
+split between them and glibc's allocator told to keep freed activations (``ALLOCATOR_ENV``, which changes no result);
+a run whose ``summary.json`` exists is not repeated, so an interrupted sweep continues. The test
 cases never choose a checkpoint: every run is evaluated at its last iteration.
 
 Each run directory holds ``run.json`` (row, label budget, seed and the overrides it ran with). The summary covers every

@@ -67,3 +67,20 @@ def test_a_run_directory_is_not_reused_for_other_settings(tmp_path: Path) -> Non
     _fake_run(tmp_path, "full_l4_s0", "full", 4, 0, {"iterations": 10}, 0.1)
     with pytest.raises(RuntimeError, match="other settings"):
         quality._run_one(tmp_path / "full_l4_s0", "full", 4, 0, tmp_path, 1, {})
+
+
+def test_runs_get_the_allocator_settings_and_keep_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict = {}
+
+    def fake_subprocess_run(cmd: list, stdout: object, stderr: object, env: dict, cwd: object) -> object:
+        seen.update(env)
+        (tmp_path / "run" / "summary.json").write_text("{}")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(quality.subprocess, "run", fake_subprocess_run)
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "1234")
+    quality._run_one(tmp_path / "run", "full", 4, 0, tmp_path / "phantoms", threads=1, extra={})
+    assert seen["MALLOC_MMAP_THRESHOLD_"] == quality.ALLOCATOR_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert seen["MALLOC_TRIM_THRESHOLD_"] == quality.ALLOCATOR_ENV["MALLOC_TRIM_THRESHOLD_"]
+    assert seen["MALLOC_TOP_PAD_"] == "1234"  # a value the user set wins
+    assert seen["OMP_NUM_THREADS"] == "1"
