@@ -143,9 +143,12 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_multi_gpu_config_trains_with_two_processes_on_cpu(tmp_path) -> None:
+@pytest.mark.parametrize("overlay", [None, "supervised", "weaker_teacher"])
+def test_multi_gpu_config_trains_with_two_processes_on_cpu(tmp_path, overlay: str | None) -> None:
+    """The full method and the ablation rows that leave parameters without a gradient (a projection head) under DDP."""
     out = tmp_path / "ddp"
-    configs = str([TRAIN, str(CONFIGS / "multi_gpu_train.json"), DEMO])
+    extra = [] if overlay is None else [str(CONFIGS / "ablation" / f"{overlay}.json")]
+    configs = str([TRAIN, str(CONFIGS / "multi_gpu_train.json"), DEMO, *extra])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
            "-m", "monai.bundle", "run", "--config_file", configs, "--output_dir", str(out)]  # fmt: skip
     for key, value in {**TINY, "val_interval": 1000, "evaluate_after_training": False}.items():
