@@ -116,6 +116,23 @@ def test_weaker_mode_trains_only_the_branch_with_the_higher_supervised_loss(term
     assert outputs[strong].grad is None or outputs[strong].grad.abs().sum() == 0
 
 
+@pytest.mark.parametrize(
+    "objective",
+    [
+        full_objective(),
+        full_objective(teacher_mode="weaker"),
+        DualNetworkObjective(cross_pseudo=CrossPseudoSupervisionLoss()),
+        DualNetworkObjective(),
+    ],
+)
+def test_trains_both_feature_maps_says_which_features_get_gradient(objective: DualNetworkObjective) -> None:
+    """What multi_gpu_train.json reads to decide DDP's find_unused_parameters: checked against the gradients."""
+    outputs = fake_outputs()
+    objective(outputs, labels(), iteration=0)["loss"].backward()
+    both = all(outputs[k].grad is not None and outputs[k].grad.abs().sum() > 0 for k in ("features_a", "features_b"))
+    assert objective.trains_both_feature_maps == both
+
+
 def test_class_balanced_reliability_gives_the_contrastive_term_a_foreground_prototype() -> None:
     # unlabeled items: a small, less confident foreground in a confident background, in both branches
     outputs = fake_outputs(n=4)

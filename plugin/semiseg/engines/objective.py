@@ -99,6 +99,15 @@ class DualNetworkObjective(nn.Module):
         terms = (self.cross_pseudo, self.entropy_filter, self.kl_uncertainty, self.consistency, self.contrastive_a)
         return any(t is not None for t in terms)
 
+    @property
+    def trains_both_feature_maps(self) -> bool:
+        """Whether every iteration with unlabeled items sends gradient to both ``features_a`` and ``features_b``.
+
+        False when the contrastive term is off or teaches only the weaker branch: a projection head is then left
+        without a gradient, which ``DistributedDataParallel`` accepts only with ``find_unused_parameters=True``.
+        """
+        return self.contrastive_a is not None and self.teacher_mode == "symmetric"
+
     def forward(self, outputs: dict[str, torch.Tensor], label: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
         """Compute every active term and the weighted total.
 
