@@ -215,7 +215,7 @@ class PrototypeContrastiveLoss(_Loss):
             prototypes = torch.where(both, blended, torch.where(batch_valid[:, None], batch_prototypes, stored))
             valid = stored_valid | batch_valid
             prototypes = prototypes * valid[:, None]
-        if self.training:
-            self.prototypes = prototypes.clone()
-            self.prototype_valid = valid.clone()
+        if self.training:  # plain tensors (not MONAI MetaTensors), so that a checkpoint loads with weights_only=True
+            self.prototypes = prototypes.clone().as_subclass(torch.Tensor)
+            self.prototype_valid = valid.clone().as_subclass(torch.Tensor)
         return prototypes, valid
