@@ -117,3 +117,35 @@ def test_helpers_are_the_identity_in_one_process() -> None:
     x = torch.arange(4.0)
     with global_batch():
         assert world_size() == 1 and all_reduce_sum(x) is x and all_gather_cat(x) is x
+
+
+def _find_state(rank: int, init_file: str, folders: list[str], out: str) -> None:
+    from semiseg.handlers.training_state import _same_on_every_rank, find_resume_checkpoint
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        try:
+            found = str(_same_on_every_rank(find_resume_checkpoint(folders[rank])))
+        except ValueError as error:
+            found = f"error: {error}"
+        torch.save({"found": found}, f"{out}_{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ranks_that_see_different_state_files_stop_with_an_error_on_every_rank(tmp_path) -> None:
+    shared, other = tmp_path / "shared", tmp_path / "other"
+    for folder in (shared, other):
+        folder.mkdir()
+        torch.save({"trainer": {"iteration": 4}}, folder / "state_checkpoint_4.pt")
+    torch.save({"trainer": {"iteration": 8}}, shared / "state_checkpoint_8.pt")  # rank 1 does not see this one
+    for name, folders in (("same", [str(shared), str(shared)]), ("differ", [str(shared), str(other)])):
+        mp.spawn(_find_state, args=(str(tmp_path / f"init_{name}"), folders, str(tmp_path / name)), nprocs=WORLD)
+        found = [torch.load(tmp_path / f"{name}_{r}.pt", weights_only=True)["found"] for r in range(WORLD)]
+        if name == "same":
+            assert found == [str(shared / "state_checkpoint_8.pt")] * WORLD
+        else:
+            assert all(f.startswith("error: the ranks found different checkpoints") for f in found)
+            assert "rank 0: " + str(shared / "state_checkpoint_8.pt") in found[0]
+            assert "rank 1: " + str(other / "state_checkpoint_4.pt") in found[1]
