@@ -190,7 +190,7 @@ class SemiSupervisedTrainer(Trainer):
         super().load_state_dict(state_dict)
         streams = state_dict.get("streams")
         if streams is None:
-            warnings.warn("the checkpoint has no data stream positions: the resumed run starts new passes over the data.")
+            warnings.warn("the checkpoint has no data stream positions: the resumed run starts new passes of the data")
             return
         self.labeled_stream.load_state_dict(streams["labeled"])
         self.unlabeled_stream.load_state_dict(streams["unlabeled"])

@@ -167,7 +167,8 @@ class PrototypeContrastiveLoss(_Loss):
             return loss
         if world_size() > 1 and self.reduction == LossReduction.MEAN.value:
             # every process divides by the global number of anchors (DDP then averages to the global mean)
-            return loss.sum() / global_mean_divisor(torch.tensor(loss.numel(), device=loss.device)) + features.sum() * 0.0
+            anchors = torch.tensor(loss.numel(), device=loss.device)
+            return loss.sum() / global_mean_divisor(anchors) + features.sum() * 0.0
         if loss.numel() == 0:
             return features.sum() * 0.0
         if self.reduction == LossReduction.MEAN.value:
