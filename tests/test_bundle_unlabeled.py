@@ -99,3 +99,40 @@ def test_epochs_request_maps_to_iterations_and_keeps_the_schedule_shares() -> No
         run_iterations(6000, -1, 4)
     with pytest.raises(ValueError, match="iterations must be a positive integer"):
         run_iterations(2.5)
+
+
+def test_validation_cases_of_the_datalist_or_none_when_a_tool_hands_the_pairs(tmp_path) -> None:
+    from semiseg.bundle import validation_cases
+
+    root = tmp_path / "data"
+    pair = lambda n: {"image": f"imagesTr/{n}.nii.gz", "label": f"labelsTr/{n}.nii.gz"}  # noqa: E731
+    for name in ("a", "b", "v"):
+        _touch(root / "imagesTr" / f"{name}.nii.gz")
+        _touch(root / "labelsTr" / f"{name}.nii.gz")
+    datalist = root / "datalist.json"
+    datalist.write_text(json.dumps({"training": [pair("a"), pair("b")], "validation": [pair("v")]}))
+    labeled = [{"image": str(root / "imagesTr" / "a.nii.gz"), "label": str(root / "labelsTr" / "a.nii.gz")}]
+    assert [Path(c["image"]).name for c in validation_cases(labeled, str(datalist), str(root), 1)] == ["v.nii.gz"]
+    datalist.write_text(json.dumps({"training": [pair("a"), pair("b")]}))
+    assert validation_cases(labeled, str(datalist), str(root), 1) == labeled  # no list: the labeled cases
+    # MONAI Label with val_split -1 (no datalist file) or 0 (it sets []): no validation, not an error
+    assert validation_cases(labeled, str(tmp_path / "missing.json"), str(root), 1) == []
+    assert validation_cases(labeled, None) == []
+
+
+@pytest.mark.parametrize("bundle", ["la", "pancreas", "brats"])
+def test_bundle_trains_without_validation_when_the_validation_list_is_empty(tmp_path, bundle: str) -> None:
+    """MONAI Label's val_split 0 sets ``validate#dataset#data`` to []: the ValidationHandler is left out."""
+    from monai.bundle import ConfigParser
+
+    configs = Path(__file__).resolve().parent.parent / "bundles" / bundle / "configs"
+    disabled = {}
+    for validation in ([], [{"image": "v.nii.gz", "label": "v_label.nii.gz"}]):
+        parser = ConfigParser()
+        parser.read_config(str(configs / "train.json"))
+        parser["validate#dataset#data"] = validation
+        targets = [h["_target_"] for h in parser["train#handlers"]]  # the raw list: nothing instantiated
+        index = targets.index("ValidationHandler")
+        disabled[len(validation)] = parser.get_parsed_content(f"train#handlers#{index}#_disabled_")
+        assert "semiseg.handlers.TrainingStateHandler" in targets
+    assert disabled == {0: True, 1: False}

@@ -116,30 +116,110 @@ def test_demo_trains_evaluates_and_infers_end_to_end(tmp_path, bundle: str) -> N
         assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path) -> None:
-    out = tmp_path / "run"
-    args = {**TINY, "iterations": 40, "save_interval": 4, "val_interval": 1000, "output_dir": str(out)}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([TRAIN, DEMO])]
+def _equal_state_dicts(a: Path, b: Path) -> bool:
+    first, second = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not path.exists() and process.poll() is None:
+        time.sleep(0.05)
+    assert path.exists(), f"{path} was never written"
+
+
+#: 3 labeled and 3 unlabeled phantoms, batch 1: state every 4 iterations falls in the middle of both streams' passes
+RESUME = {**TINY, "phantom_train_cases": 6, "num_labeled": 3, "iterations": 16, "save_interval": 4, "val_interval": 1000,
+          "evaluate_after_training": False}  # fmt: skip
+
+
+def _cli(configs: list[str], args: dict, torchrun_port: int | None = None) -> list[str]:
+    launcher = [sys.executable, "-m", "monai.bundle", "run"]
+    if torchrun_port is not None:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={torchrun_port}",
+                    "-m", "monai.bundle", "run"]  # fmt: skip
+    cmd = [*launcher, "--config_file", str(configs)]
     for key, value in args.items():
         cmd += [f"--{key}", json.dumps(value) if isinstance(value, list) else str(value)]
+    return cmd
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_bit_identical_to_the_uninterrupted_one(tmp_path) -> None:
+    """SIGKILL between two state files (both data streams in mid-pass), then the same command with --resume true."""
+    uninterrupted = tmp_path / "uninterrupted"
+    result = subprocess.run(_cli([TRAIN, DEMO], {**RESUME, "output_dir": str(uninterrupted)}), cwd=REPO,
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    out = tmp_path / "run"
+    cmd = _cli([TRAIN, DEMO], {**RESUME, "output_dir": str(out)})
     state_dir = out / "models" / "state"
     process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and not list(state_dir.glob("state_checkpoint_8.pt")):
-        time.sleep(0.5)
+    _wait_for(state_dir / "state_checkpoint_8.pt", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     saved = sorted(int(p.stem.rsplit("_", 1)[1]) for p in state_dir.glob("state_checkpoint_*.pt"))
-    assert saved and saved[-1] >= 8 and not (out / "models" / "model.pt").exists()
+    assert saved and 8 <= saved[-1] < 16 and not (out / "models" / "model.pt").exists()
 
     result = subprocess.run(cmd + ["--resume", "true"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr
-    resumed_at = int(text.split("at iteration ")[1].split(".")[0])
-    assert resumed_at == saved[-1]  # at most save_interval iterations lost
-    assert "Epoch[" in text and (out / "models" / "model.pt").is_file()
-    assert max(int(p.stem.rsplit("_", 1)[1]) for p in state_dir.glob("state_checkpoint_*.pt")) == 40
+    assert int(text.split("at iteration ")[1].split(".")[0]) == saved[-1]  # at most save_interval iterations lost
+    assert _equal_state_dicts(out / "models" / "model.pt", uninterrupted / "models" / "model.pt")
+
+
+@pytest.mark.slow
+def test_killed_rank_of_a_two_process_run_resumes_on_every_rank(tmp_path) -> None:
+    """torchrun, 2 processes (gloo): SIGKILL to rank 1 (torchrun ends rank 0), resume: both ranks hold the weights
+    of the uninterrupted 2-process run."""
+    dump = tmp_path / "dump_ranks.json"
+    dump.write_text(json.dumps({"run": ["$@train#trainer.run()", "$torch.save(@network_def.state_dict(), "
+                                        "@output_dir + f'/rank{torch.distributed.get_rank()}.pt')"]}))  # fmt: skip
+    configs = [TRAIN, str(CONFIGS / "multi_gpu_train.json"), DEMO, str(dump)]
+    ddp = {**RESUME, "phantom_train_cases": 12, "num_labeled": 6}  # 3 + 3 cases per rank
+    uninterrupted = tmp_path / "uninterrupted"
+    result = subprocess.run(_cli(configs, {**ddp, "output_dir": str(uninterrupted)}, 29541), cwd=REPO,
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(_cli(configs, {**ddp, "output_dir": str(out)}, 29542), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    _wait_for(out / "models" / "state" / "state_checkpoint_8.pt", process)
+    rank1 = [pid for pid in _children(process.pid) if _environ(pid).get("RANK") == "1"]
+    assert len(rank1) == 1
+    os.kill(rank1[0], signal.SIGKILL)
+    assert process.wait(timeout=300) != 0  # torchrun ends the other rank and fails
+    assert not (out / "rank0.pt").exists()
+
+    result = subprocess.run(_cli(configs, {**ddp, "output_dir": str(out), "resume": "true"}, 29543), cwd=REPO,
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("resumed from") == 2  # every rank restored
+    for rank in (0, 1):
+        assert _equal_state_dicts(out / f"rank{rank}.pt", uninterrupted / f"rank{rank}.pt")
+    assert _equal_state_dicts(out / "rank0.pt", out / "rank1.pt")
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant process of ``pid`` (Linux /proc)."""
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            kids = [int(k) for k in task.read_text().split()]
+            found += kids
+            frontier += kids
+    return found
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
 
 
 @pytest.mark.slow

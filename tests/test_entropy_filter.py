@@ -242,3 +242,23 @@ def test_shape_errors():
     masks = compute_reliability(torch.full((1, 2, 4, 3), 0.5), torch.full((1, 2, 4, 3), 0.5), 20.0)
     with pytest.raises(ValueError, match=r"masks.reliable must have shape \(1, 1, 4, 4\) .* got \(1, 1, 4, 3\)"):
         loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), masks)
+
+
+def test_class_percentiles_equal_the_percentile_of_each_class_without_a_loop() -> None:
+    from semiseg.losses import class_percentiles
+
+    gen = torch.Generator().manual_seed(0)
+    values = torch.rand(2, 1, 9, 7, 5, generator=gen)
+    label = torch.randint(0, 4, values.shape, generator=gen)
+    label[label == 2] = 1  # class 2 has no element
+    for q in (0.0, 12.5, 20.0, 50.0, 99.0, 100.0):
+        got = class_percentiles(values, label, q)
+        assert got.shape == (4,) and got[2] == 0
+        for c in (0, 1, 3):
+            assert got[c] == batch_percentile(values[label == c], q), (q, c)
+    single = class_percentiles(torch.tensor([0.3, 0.1]), torch.tensor([1, 0]), 40.0)
+    assert single.tolist() == pytest.approx([0.1, 0.3])
+    with pytest.raises(ValueError, match="same non-empty shape"):
+        class_percentiles(values, label[:1], 20.0)
+    with pytest.raises(ValueError, match=r"\[0, 100\]"):
+        class_percentiles(values, label, 101.0)

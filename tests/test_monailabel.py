@@ -222,7 +222,8 @@ def test_server_infer_endpoint_returns_the_label_volume(app, tmp_path) -> None:
         log.close()
 
 
-def test_bundle_train_task_trains_semi_supervised_on_the_datastore(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("val_split", [0.25, 0.0])
+def test_bundle_train_task_trains_semi_supervised_on_the_datastore(tmp_path, monkeypatch, val_split: float) -> None:
     import torch
     from monai.bundle import ConfigParser
     from monailabel.datastore.local import LocalDatastore
@@ -255,21 +256,24 @@ def test_bundle_train_task_trains_semi_supervised_on_the_datastore(tmp_path, mon
     task = BundleTrainTask(str(bundle), {})
     assert task.is_valid()
     max_epochs = 2
-    task({"model": "la", "max_epochs": max_epochs, "val_split": 0.25, "device": "cpu", "multi_gpu": False}, datastore)
+    request = {"model": "la", "max_epochs": max_epochs, "val_split": val_split, "device": "cpu", "multi_gpu": False}
+    task(request, datastore)
 
     (trainer,) = trainers
     labeled_data = trainer.data_loader.dataset.data
     unlabeled_data = trainer.unlabeled_data_loader.dataset.data
-    assert len(labeled_data) == 3  # 4 labeled pairs, 1 of them for validation (val_split 0.25)
+    # 4 labeled pairs, 1 of them for validation with val_split 0.25; none (and no validation run) with 0
+    assert len(labeled_data) == (3 if val_split else 4)
     assert {Path(case["image"]).name for case in unlabeled_data} == {f"{name}.nii.gz" for name in UNLABELED}
     assert all("label" not in case for case in unlabeled_data)
-    # epochs requested by MONAI Label: max_epochs passes over the 3 labeled batches, each with an unlabeled batch
-    assert trainer.state.iteration == max_epochs * 3
+    # epochs requested by MONAI Label: max_epochs passes over the labeled batches, each with an unlabeled batch
+    assert trainer.state.iteration == max_epochs * len(labeled_data)
     assert len(unlabeled_draws) == trainer.state.iteration
     assert all(shape == torch.Size([1, 1, *TINY["patch_size"]]) for shape in unlabeled_draws)
     assert trainer.objective.uses_unlabeled
-    # the ramp-ups keep their share of the run (4000 of 6000 configured iterations -> 4 of 6)
-    assert trainer.objective.unlabeled_weight.length == trainer.objective.contrastive_weight.length == 4
+    # the ramp-ups keep their share of the run (4000 of 6000 configured iterations -> 4 of 6, 5 of 8)
+    ramp = round(4000 * trainer.state.iteration / 6000)
+    assert trainer.objective.unlabeled_weight.length == trainer.objective.contrastive_weight.length == ramp
     # the final weights land where MONAI Label's BundleInferTask looks for them
     saved = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
     parser = ConfigParser()

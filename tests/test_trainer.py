@@ -116,3 +116,16 @@ def test_stats_handler_logs_every_term(tiny_dual_net, capsys) -> None:
     assert "Iter: 1/1" in logged
     for term in ("loss", "sup_a", "sup_b", "cps", "entropy_filter", "contrastive", "weight_unlabeled", "reliable_fraction"):
         assert f"{term}: " in logged, term
+
+
+def test_a_checkpoint_without_stream_positions_still_loads_and_says_so(tiny_dual_net) -> None:
+    trainer = make_trainer(tiny_dual_net, make_batches(2, 2), make_batches(2, 2, labeled=False), iterations=4)
+    saved = trainer.state_dict()
+    assert set(saved["streams"]) == {"labeled", "unlabeled", "augmentations"}
+    old = {k: v for k, v in saved.items() if k != "streams"}  # written before the streams were saved
+    with pytest.warns(UserWarning, match="no data stream positions"):
+        trainer.load_state_dict({**old, "iteration": 2})
+    assert trainer.state.iteration == 2
+    other = {**saved, "streams": {**saved["streams"], "augmentations": [{}]}}
+    with pytest.raises(ValueError, match="1 random augmentation states, this run's data has 0"):
+        trainer.load_state_dict(other)

@@ -8,7 +8,7 @@ from .flags import flag
 from .length import run_iterations, scale_to_run
 from .root import default_bundle_root
 from .sliding_window import overlap_for_stride
-from .unlabeled import extra_unlabeled_images, held_out_cases, images_in_folders, unlabeled_cases
+from .unlabeled import extra_unlabeled_images, held_out_cases, images_in_folders, unlabeled_cases, validation_cases
 
 __all__ = [
     "DatasetNotFoundError",
@@ -24,4 +24,5 @@ __all__ = [
     "run_iterations",
     "scale_to_run",
     "unlabeled_cases",
+    "validation_cases",
 ]

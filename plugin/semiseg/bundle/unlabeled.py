@@ -24,7 +24,7 @@ from semiseg.data.datalist import load_semisupervised_datalist, unlabeled_from_i
 
 from .dataset import IMAGE_PATTERNS, require_cases
 
-__all__ = ["extra_unlabeled_images", "images_in_folders", "held_out_cases", "unlabeled_cases"]
+__all__ = ["extra_unlabeled_images", "images_in_folders", "held_out_cases", "unlabeled_cases", "validation_cases"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,27 @@ def held_out_cases(
         return []
     cases = load_semisupervised_datalist(datalist, dataset_dir=dataset_dir, num_labeled=num_labeled).test
     return require_cases(cases, "test", os.fspath(datalist))
+
+
+def validation_cases(
+    labeled: Sequence[dict],
+    datalist: str | os.PathLike | None,
+    dataset_dir: str | os.PathLike | None = None,
+    num_labeled: int | None = None,
+) -> list[dict]:
+    """The validation cases: the datalist's validation list (its labeled cases when it has none), or none at all.
+
+    On the command line the datalist exists: its ``validation`` list, or, when it lists none, the labeled training
+    cases ``labeled`` (validation then only follows the fit). Without a datalist the labeled cases were handed in by a
+    tool: MONAI Label sets ``validate#dataset#data`` itself from ``val_split`` (``[]`` for ``val_split`` 0), and with
+    ``val_split`` -1 ("the bundle's own list") there is none, so training runs without validation (the bundle's
+    ``ValidationHandler`` is disabled for an empty list) instead of stopping for the missing datalist.
+    """
+    if datalist is None or not Path(datalist).expanduser().is_file():
+        logger.info("no datalist (%s): training runs without validation cases", datalist)
+        return []
+    validation = load_semisupervised_datalist(datalist, dataset_dir=dataset_dir, num_labeled=num_labeled).validation
+    return validation or list(labeled)
 
 
 def _images_of_json(path: Path) -> list[str]:

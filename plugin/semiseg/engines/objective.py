@@ -22,6 +22,7 @@ from monai.losses import DiceCELoss
 
 from semiseg.engines.schedules import ConstantSchedule
 from semiseg.losses import PrototypeContrastiveLoss, ReliabilityMasks, compute_reliability
+from semiseg.losses.distributed import all_reduce_sum, global_batch
 
 __all__ = ["DualNetworkObjective", "TEACHER_MODES"]
 
@@ -51,6 +52,11 @@ class DualNetworkObjective(nn.Module):
             of the iteration, taught by the other.
         class_balanced_reliability: the entropy percentile of the reliability masks (entropy filter and prototype
             contrast) is taken per predicted class instead of over the whole batch (see ``compute_reliability``).
+
+    Under ``DistributedDataParallel`` each process computes the terms of its shard of the batch inside
+    ``semiseg.losses.distributed.global_batch``: the entropy percentiles, the prototypes, the divisors of the masked
+    means and the choice of the weaker branch are those of the global batch, so the averaged gradients are those of
+    one process with the whole batch (up to float rounding; the contrastive anchors are sampled per process).
     """
 
     def __init__(
@@ -123,6 +129,10 @@ class DualNetworkObjective(nn.Module):
             statistics ``weight_unlabeled``, ``weight_contrastive`` and, when reliability is computed,
             ``percentile`` and ``reliable_fraction``.
         """
+        with global_batch():
+            return self._terms(outputs, label, iteration)
+
+    def _terms(self, outputs: dict[str, torch.Tensor], label: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
         n_l = label.shape[0]
         z_a, z_b = outputs["logits_a"].float(), outputs["logits_b"].float()
         terms = {"sup_a": self.supervised_loss(z_a[:n_l], label), "sup_b": self.supervised_loss(z_b[:n_l], label)}
@@ -171,7 +181,8 @@ class DualNetworkObjective(nn.Module):
         # who learns the uncertainty-guided terms: both branches, or only the weaker one taught by the stronger
         learners = ("a", "b")
         if self.teacher_mode == "weaker":
-            learners = ("a",) if supervised["sup_a"] >= supervised["sup_b"] else ("b",)
+            sup_a, sup_b = all_reduce_sum(torch.stack([supervised["sup_a"], supervised["sup_b"]]).detach())
+            learners = ("a",) if sup_a >= sup_b else ("b",)
         logits = {"a": u_a, "b": u_b}
         partner = {"a": "b", "b": "a"}
         if self.kl_uncertainty is not None:

@@ -12,9 +12,15 @@ from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_prepare_batch
 from monai.utils import CommonKeys as Keys
 from monai.utils import min_version, optional_import
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from semiseg.engines.objective import DualNetworkObjective
+from semiseg.engines.streams import (
+    DataStream,
+    augmentation_random_states,
+    load_numpy_random_state,
+    numpy_random_state_dict,
+)
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
@@ -34,6 +40,12 @@ class SemiSupervisedTrainer(Trainer):
     of the objective learns from unlabeled volumes (the supervised baseline), the unlabeled stream is not drawn, so
     the baseline sees labeled batches only (batch-norm statistics included) and costs no unlabeled forward. Training
     length is counted in iterations, as the literature does; ``max_epochs`` is derived from it.
+
+    The trainer's ``state_dict`` holds, beside ignite's iteration and epoch, the position of both data streams (pass,
+    batches taken in it, the random state the pass was shuffled with, see ``DataStream``) and the state of the random
+    augmentations of both datasets, so that a run resumed from a checkpoint (``TrainingStateHandler``) draws the same
+    batches as the uninterrupted run: bit-identical without loader workers or with ``persistent_workers=False``; with
+    persistent workers the same cases in the same order, but the workers' augmentations are drawn anew.
 
     ``engine.state.output`` holds ``image``, ``label``, ``loss`` and every term and statistic of the objective as
     python floats, and ``terms``, the same numbers as one dict, so that ``StatsHandler`` or
@@ -128,8 +140,9 @@ class SemiSupervisedTrainer(Trainer):
         self.optim_set_to_none = optim_set_to_none
         self.unlabeled_data_loader = unlabeled_data_loader
         self.iterations = iterations
+        self.labeled_stream = DataStream(train_data_loader)
+        self.unlabeled_stream = DataStream(unlabeled_data_loader, set_sampler_epoch=True)
         self._unlabeled_batches: Iterator | None = None
-        self._unlabeled_pass = 0
         if iterations is not None:
             self.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._reached_end), self._stop)
 
@@ -144,17 +157,55 @@ class SemiSupervisedTrainer(Trainer):
         """The next unlabeled image batch on the engine's device, restarting the unlabeled stream when it ends."""
         if self.unlabeled_data_loader is None:
             return None
+        if self._unlabeled_batches is None:
+            self._unlabeled_batches = self.unlabeled_stream.open()
         try:
-            batch = next(self._unlabeled_batches)  # type: ignore[arg-type]
-        except (StopIteration, TypeError):
-            self._unlabeled_pass += 1
-            sampler = getattr(self.unlabeled_data_loader, "sampler", None)
-            if isinstance(sampler, DistributedSampler):
-                sampler.set_epoch(self._unlabeled_pass)
-            self._unlabeled_batches = iter(self.unlabeled_data_loader)
+            batch = next(self._unlabeled_batches)
+        except StopIteration:
+            self._unlabeled_batches = self.unlabeled_stream.open()
             batch = next(self._unlabeled_batches)
         image, _ = self.prepare_batch(batch, self.state.device, self.non_blocking, **self.to_kwargs)
         return image
+
+    def _setup_dataloader_iter(self) -> None:
+        # ignite makes the labeled iterator here (at the start of a pass): the labeled stream tracks its position
+        if self.state.dataloader is None:
+            super()._setup_dataloader_iter()
+            return
+        self.labeled_stream.loader = self.state.dataloader
+        self._dataloader_iter = self.labeled_stream.open()
+
+    def state_dict(self) -> dict[str, Any]:
+        """ignite's state (iteration, epoch, ...) with the position of both data streams and of the augmentations."""
+        state = dict(super().state_dict())
+        state["streams"] = {
+            "labeled": self.labeled_stream.state_dict(),
+            "unlabeled": self.unlabeled_stream.state_dict(),
+            "augmentations": [numpy_random_state_dict(r) for r in self._augmentation_generators()],
+        }
+        return state
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """ignite's ``load_state_dict``, then the streams' positions (a checkpoint without them restarts the passes)."""
+        super().load_state_dict(state_dict)
+        streams = state_dict.get("streams")
+        if streams is None:
+            warnings.warn("the checkpoint has no data stream positions: the resumed run starts new passes of the data")
+            return
+        self.labeled_stream.load_state_dict(streams["labeled"])
+        self.unlabeled_stream.load_state_dict(streams["unlabeled"])
+        self._unlabeled_batches = None
+        generators = self._augmentation_generators()
+        if len(generators) != len(streams["augmentations"]):
+            raise ValueError(
+                f"the checkpoint holds {len(streams['augmentations'])} random augmentation states, this run's data "
+                f"has {len(generators)}: it was written with other transforms."
+            )
+        for generator, saved in zip(generators, streams["augmentations"]):
+            load_numpy_random_state(generator, saved)
+
+    def _augmentation_generators(self) -> list:
+        return augmentation_random_states(self.data_loader, self.unlabeled_data_loader)
 
     def _iteration(self, engine: SemiSupervisedTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
         """One iteration: L = sum_k L_sup + lambda(t) (L_cps + L_ef + L_kl + L_cos) + lambda_c(t) L_con."""

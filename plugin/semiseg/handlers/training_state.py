@@ -2,34 +2,50 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from monai.utils import min_version, optional_import
+
+from semiseg.engines.streams import load_numpy_random_state, numpy_random_state_dict
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 Checkpoint, _ = optional_import("ignite.handlers", "0.4.11", min_version, "Checkpoint")
 DiskSaver, _ = optional_import("ignite.handlers", "0.4.11", min_version, "DiskSaver")
 
-__all__ = ["RandomState", "TrainingStateHandler", "describe_state_mismatch", "find_resume_checkpoint"]
+__all__ = [
+    "CheckpointWriteError",
+    "RandomState",
+    "TrainingStateHandler",
+    "describe_state_mismatch",
+    "find_resume_checkpoint",
+]
 
 PREFIX = "state"
 _PATTERN = re.compile(rf"^{PREFIX}_checkpoint_(\d+)\.pt$")
+#: objects whose state differs between the processes of a distributed run (saved once per rank)
+_PER_RANK = ("trainer", "rng")
+
+
+class CheckpointWriteError(OSError):
+    """A state file could not be written (a full disk, a lost mount); the files written before are intact."""
 
 
 class RandomState:
     """The random number generators of python, numpy and torch (CPU and CUDA) as a checkpointable object."""
 
     def state_dict(self) -> dict[str, Any]:
-        name, keys, pos, has_gauss, cached = np.random.get_state()
         state = {
             "python": random.getstate(),
-            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": (has_gauss, cached)},
+            "numpy": numpy_random_state_dict(np.random.mtrand._rand),
             "torch": torch.get_rng_state(),
         }
         if torch.cuda.is_available():
@@ -38,8 +54,7 @@ class RandomState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         random.setstate(state["python"])
-        n = state["numpy"]
-        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], *n["gauss"]))
+        load_numpy_random_state(np.random.mtrand._rand, state["numpy"])
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -69,13 +84,21 @@ class TrainingStateHandler:
     """Write the whole training state every ``save_interval`` iterations and resume a killed run from it.
 
     The state holds the given objects (network, optimizer, LR scheduler, the objective with its prototype buffers,
-    ...), the trainer itself (iteration and epoch, hence every schedule's position) and the random number
+    ...), the trainer itself (iteration and epoch, hence every schedule's position, and for a
+    ``SemiSupervisedTrainer`` the position of its data streams and random augmentations) and the random number
     generators. Files are ``state_checkpoint_<iteration>.pt`` in ``save_dir``, written beside and renamed (ignite's
-    atomic ``DiskSaver``), so a kill during a write leaves the previous file intact; the last ``n_saved`` are kept.
+    atomic ``DiskSaver``), so a kill during a write leaves the previous file intact; the last ``n_saved`` are kept. A
+    write that fails (a full disk) stops training with a :class:`CheckpointWriteError` naming the folder.
 
     With ``resume=True`` the newest loadable file is restored when the run starts, so re-running the same command
     continues where the previous run stopped and ends at the planned iteration count. Files are loaded with
     ``weights_only=True``; a file from another network names the keys that do not match.
+
+    Distributed runs (``torch.distributed`` initialised, several processes): attach the handler on every rank. Every
+    rank restores, from the same file (the ranks compare the file each found and stop with an error if they differ,
+    e.g. a ``save_dir`` that is not shared between nodes); only rank 0 writes. The trainer's and the random
+    generators' states differ between ranks, so the file holds them once per rank (``ranks``), and each rank resumes
+    its own; with another number of processes than the file was written by, the ranks continue from rank 0's.
 
     Args:
         save_dir: folder of the state files.
@@ -105,7 +128,9 @@ class TrainingStateHandler:
 
     def attach(self, engine: Any) -> None:
         to_save = {**self.objects, "trainer": engine, "rng": RandomState()}
-        saver = DiskSaver(str(self.save_dir), atomic=True, create_dir=True, require_empty=False)
+        if _world_size() > 1:
+            to_save["ranks"] = _PerRankStates({name: to_save[name] for name in _PER_RANK})
+        saver = _ReportingDiskSaver(str(self.save_dir), atomic=True, create_dir=True, require_empty=False)
         checkpoint = Checkpoint(
             to_save, saver, filename_prefix=PREFIX, n_saved=self.n_saved, global_step_transform=_iteration
         )
@@ -114,14 +139,16 @@ class TrainingStateHandler:
             engine.add_event_handler(Events.STARTED, self._restore, to_save)
 
     def _restore(self, engine: Any, to_load: dict[str, Any]) -> None:
-        path = find_resume_checkpoint(self.save_dir)
+        path = _same_on_every_rank(find_resume_checkpoint(self.save_dir))
         if path is None:
             self.logger.info(f"resume: no checkpoint in {self.save_dir}, starting from iteration 0.")
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
+        to_load = {name: obj for name, obj in to_load.items() if name != "ranks"}
         missing = sorted(set(to_load) - set(state))
         if missing:
             raise ValueError(f"checkpoint {path} lacks {missing}; it was not written by this training configuration.")
+        state.update(self._own_rank_states(state, path))
         planned_epochs = engine.state.max_epochs
         for name, obj in to_load.items():
             if isinstance(obj, torch.nn.Module):
@@ -139,6 +166,85 @@ class TrainingStateHandler:
             raise ValueError(f"checkpoint {path} is at iteration {engine.state.iteration}, past this run's {planned}.")
         self.resumed_from = path
         self.logger.info(f"resumed from {path} at iteration {engine.state.iteration}.")
+
+    def _own_rank_states(self, state: dict[str, Any], path: Path) -> dict[str, Any]:
+        """This rank's trainer and random states from the file (rank 0's, which are the top-level ones, otherwise)."""
+        world, rank = _world_size(), _rank()
+        ranks = state.get("ranks")
+        if world == 1 and ranks is None:
+            return {}
+        if isinstance(ranks, Mapping) and len(ranks) == world:
+            return dict(ranks[str(rank)])
+        written_by = len(ranks) if isinstance(ranks, Mapping) else 1
+        self.logger.warning(
+            f"checkpoint {path} was written by {written_by} process(es), this run has {world}: every rank continues "
+            "from rank 0's data position and random state, so the run goes on, but not as the original would have."
+        )
+        return dict(ranks["0"]) if isinstance(ranks, Mapping) else {}
+
+
+class _PerRankStates:
+    """The states of some objects on every rank of a distributed run, gathered into one dict ``{rank: states}``."""
+
+    def __init__(self, objects: dict[str, Any]) -> None:
+        self.objects = objects
+
+    def state_dict(self) -> dict[str, Any]:
+        own = {name: _plain(obj.state_dict()) for name, obj in self.objects.items()}
+        gathered: list[Any] = [None] * _world_size()
+        dist.all_gather_object(gathered, own)
+        return {str(rank): states for rank, states in enumerate(gathered)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # restored by TrainingStateHandler._own_rank_states
+        del state
+
+
+class _ReportingDiskSaver(DiskSaver):
+    """ignite's ``DiskSaver``, whose write errors say which folder, what went wrong and what is left intact."""
+
+    def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
+        try:
+            super().__call__(checkpoint, filename, metadata)
+        except OSError as error:
+            reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
+            raise CheckpointWriteError(
+                error.errno,
+                f"could not write the training state {filename} in {self.dirname}: {reason}. Training stopped; the "
+                "state files written before are intact. Free space (or choose another ckpt_dir) and run the same "
+                "command with --resume true to continue from the last one.",
+            ) from error
+
+
+def _plain(value: Any) -> Any:
+    """A state_dict without ignite's OrderedDict and with CPU tensors, for gathering between processes."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    return value.cpu() if isinstance(value, torch.Tensor) else value
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _same_on_every_rank(path: Path | None) -> Path | None:
+    """The checkpoint every rank found; an error on every rank when they found different ones."""
+    if _world_size() == 1:
+        return path
+    found: list[Any] = [None] * _world_size()
+    dist.all_gather_object(found, None if path is None else str(path))
+    if len(set(found)) > 1:
+        listing = ", ".join(f"rank {rank}: {name or 'none'}" for rank, name in enumerate(found))
+        raise ValueError(
+            f"the ranks found different checkpoints to resume from ({listing}); every rank must see the same "
+            "state folder (a folder shared between the nodes) with the same files."
+        )
+    return path
 
 
 def describe_state_mismatch(expected: dict[str, Any], found: dict[str, Any], limit: int = 3) -> str:

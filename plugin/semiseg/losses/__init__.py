@@ -12,6 +12,7 @@ from .entropy_filter import (
     EntropyFilteredLoss,
     ReliabilityMasks,
     batch_percentile,
+    class_percentiles,
     compute_reliability,
     voxel_entropy,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "PrototypeContrastiveLoss",
     "ReliabilityMasks",
     "batch_percentile",
+    "class_percentiles",
     "compute_reliability",
     "voxel_entropy",
 ]

@@ -31,9 +31,17 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.losses.distributed import all_gather_cat
 from semiseg.losses.validation import check_logits_pair, check_reduction, reduce_voxel_map
 
-__all__ = ["ReliabilityMasks", "voxel_entropy", "batch_percentile", "compute_reliability", "EntropyFilteredLoss"]
+__all__ = [
+    "ReliabilityMasks",
+    "voxel_entropy",
+    "batch_percentile",
+    "class_percentiles",
+    "compute_reliability",
+    "EntropyFilteredLoss",
+]
 
 
 def voxel_entropy(probs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -134,14 +142,65 @@ def _check_percentile(percentile: float) -> float:
 
 
 def _below_percentile(entropy: torch.Tensor, label: torch.Tensor | None, q: float) -> torch.Tensor:
-    """Voxels whose entropy is at most the q-th percentile, over the batch or (given ``label``) over each class."""
+    """Voxels whose entropy is at most the q-th percentile, over the batch or (given ``label``) over each class.
+
+    Inside :func:`semiseg.losses.distributed.global_batch` the percentiles are those of the batches of all
+    processes together.
+    """
+    pooled = all_gather_cat(entropy)
     if label is None:
-        return entropy <= batch_percentile(entropy, q)
-    reliable = torch.zeros_like(entropy, dtype=torch.bool)
-    for c in label.unique().tolist():
-        members = label == c
-        reliable |= members & (entropy <= batch_percentile(entropy[members], q))
-    return reliable
+        return entropy <= batch_percentile(pooled, q)
+    pooled_label = all_gather_cat(label)
+    if entropy.device.type == "cpu":  # a host sync per class costs nothing here, and kthvalue beats a full sort
+        reliable = torch.zeros_like(entropy, dtype=torch.bool)
+        for c in pooled_label.unique().tolist():
+            members = label == c
+            reliable |= members & (entropy <= batch_percentile(pooled[pooled_label == c], q))
+        return reliable
+    return entropy <= class_percentiles(pooled, pooled_label, q)[label]
+
+
+def class_percentiles(values: torch.Tensor, label: torch.Tensor, q: float) -> torch.Tensor:
+    """
+    The q-th percentile of ``values`` over the elements of each class, all classes at once and without a host sync.
+
+    The same numbers as :func:`batch_percentile` of ``values[label == c]`` for every class c (linear interpolation of
+    ``numpy.percentile``), from one sort of the values grouped by class: on a GPU the cost does not grow with the
+    number of classes and nothing waits for the device.
+
+    Args:
+        values: a float tensor of any shape, for example an entropy map (B, 1, *spatial).
+        label: non-negative integer class of every element, the same shape as ``values``.
+        q: the percentile, in [0, 100].
+
+    Returns:
+        shape (max(label) + 1,) on the device of ``values``: the percentile of each class (0 for a class without
+        elements).
+
+    Raises:
+        ValueError: when the shapes differ, ``values`` is empty or ``q`` is outside [0, 100].
+    """
+    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be a number in [0, 100], got {q!r}.")
+    if values.shape != label.shape or values.numel() == 0:
+        raise ValueError(
+            f"values and label must have the same non-empty shape, got {tuple(values.shape)} and {tuple(label.shape)}."
+        )
+    flat, classes = values.reshape(-1), label.reshape(-1).long()
+    # sorted by value, then (stably) by class: each class's values form one sorted run
+    by_value = torch.sort(flat).indices
+    grouped = by_value[torch.sort(classes[by_value], stable=True).indices]
+    ordered = flat[grouped]
+    counts = torch.bincount(classes)
+    starts = torch.cumsum(counts, 0) - counts
+    position = float(q) / 100.0 * (counts.double() - 1).clamp_min(0)
+    lower = position.floor()
+    fraction = (position - lower).to(values.dtype)
+    upper = torch.minimum(lower + 1, (counts - 1).clamp_min(0).double())
+    last = ordered.numel() - 1
+    lower_value = ordered[(starts + lower.long()).clamp_max(last)]
+    upper_value = ordered[(starts + upper.long()).clamp_max(last)]
+    return torch.where(counts > 0, lower_value + (upper_value - lower_value) * fraction, 0.0)
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.losses.distributed import all_reduce_sum, global_mean_divisor, world_size
 from semiseg.losses.validation import check_reduction
 
 __all__ = ["PrototypeContrastiveLoss"]
@@ -38,7 +39,9 @@ class PrototypeContrastiveLoss(_Loss):
     (num_classes,) bool, so a checkpoint of the loss resumes the EMA. ``prototypes`` has 0 columns until the first
     call (or until a state_dict is loaded), since F is known only from the features. The stored prototypes are
     updated only in training mode (as BatchNorm's running statistics); without EMA they hold the last batch's.
-    Prototypes are computed from the local batch: under data-parallel training each process has its own.
+    Inside :func:`semiseg.losses.distributed.global_batch` of a data-parallel run (the objective opens it), the
+    per-class feature sums and counts are summed over the processes, so every process uses the prototypes of the
+    global batch, and the mean divides by the global number of anchors; ``max_samples`` applies per process.
 
     After Lu et al. (2025), Knowledge-Based Systems (arXiv 2509.13084), which contrast uncertain voxels with
     class prototypes; for prototype/anchor contrast of unreliable pixels see also:
@@ -162,6 +165,10 @@ class PrototypeContrastiveLoss(_Loss):
         loss = -F.log_softmax(similarity, dim=1).gather(1, anchor_labels[:, None]).squeeze(1)  # (S,)
         if self.reduction == LossReduction.NONE.value:
             return loss
+        if world_size() > 1 and self.reduction == LossReduction.MEAN.value:
+            # every process divides by the global number of anchors (DDP then averages to the global mean)
+            anchors = torch.tensor(loss.numel(), device=loss.device)
+            return loss.sum() / global_mean_divisor(anchors) + features.sum() * 0.0
         if loss.numel() == 0:
             return features.sum() * 0.0
         if self.reduction == LossReduction.MEAN.value:
@@ -191,6 +198,9 @@ class PrototypeContrastiveLoss(_Loss):
             membership = membership * reliable[:, None].float()
             counts = membership.sum(dim=(0, 2))  # (C,)
             sums = torch.einsum("bfn,bcn->cf", flat, membership * inverse_norm[:, None])
+            if world_size() > 1:  # the prototypes of the global batch: one all-reduce of the sums and counts
+                reduced = all_reduce_sum(torch.cat([sums, counts[:, None]], dim=1))
+                sums, counts = reduced[:, :-1], reduced[:, -1]
         batch_valid = counts > 0
         batch_prototypes = F.normalize(sums, dim=1)  # zero rows stay zero
 
@@ -206,7 +216,7 @@ class PrototypeContrastiveLoss(_Loss):
             prototypes = torch.where(both, blended, torch.where(batch_valid[:, None], batch_prototypes, stored))
             valid = stored_valid | batch_valid
             prototypes = prototypes * valid[:, None]
-        if self.training:
-            self.prototypes = prototypes.clone()
-            self.prototype_valid = valid.clone()
+        if self.training:  # plain tensors (not MONAI MetaTensors), so that a checkpoint loads with weights_only=True
+            self.prototypes = prototypes.clone().as_subclass(torch.Tensor)
+            self.prototype_valid = valid.clone().as_subclass(torch.Tensor)
         return prototypes, valid

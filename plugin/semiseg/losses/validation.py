@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from monai.utils import LossReduction
 
+from semiseg.losses.distributed import global_mean_divisor
+
 __all__ = ["check_logits_pair", "check_reduction", "reduce_voxel_map"]
 
 
@@ -32,10 +34,11 @@ def reduce_voxel_map(loss_map: torch.Tensor, reduction: str, mask: torch.Tensor 
     """Reduce a per-voxel loss map (B, 1, *spatial): "none" returns it, "sum" sums it, "mean" averages it.
 
     With ``mask`` (bool, same shape; the map is zero outside it) "mean" is the mean over the masked voxels, and 0
-    (still connected to the graph) when the mask is empty.
+    (still connected to the graph) when the mask is empty; inside ``global_batch`` of a data-parallel run it is
+    divided so that DDP's average of the processes' values is the mean over the masked voxels of all processes.
     """
     if reduction == LossReduction.MEAN.value:
-        return loss_map.mean() if mask is None else loss_map.sum() / mask.sum().clamp_min(1)
+        return loss_map.mean() if mask is None else loss_map.sum() / global_mean_divisor(mask.sum())
     if reduction == LossReduction.SUM.value:
         return loss_map.sum()
     return loss_map
