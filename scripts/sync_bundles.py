@@ -2,8 +2,13 @@
 
 The LA bundle is the one hand-edited source of every config the bundles share (``train.json``, ``evaluate.json``,
 ``inference.json``, ``multi_gpu_train.json``, ``demo.json``, ``ablation/*.json``, ``logging.conf``). Each other
-bundle differs only in the top-level keys listed in ``SPECIFIC`` below; everything else is copied. Each bundle stays
-self-contained (it can be zipped and shared alone). ``metadata.json``, docs and splits are written by hand per bundle.
+bundle differs only in the top-level keys listed in ``SPECIFIC`` below; everything else is copied. The ablation
+overlays are copied as they are: they hold switches only (``fully_supervised.json`` sets ``num_labeled`` to null, all
+labeled, which a bundle's own ``num_labeled`` must not replace). Each bundle stays self-contained (it can be zipped
+and shared alone). ``metadata.json``, docs and splits are written by hand per bundle.
+
+The Auto3DSeg template (``plugin/semiseg/auto3dseg/templates/dualnet/configs``) ships the same configs, LA's
+``metadata.json`` included and ``demo.json`` excluded, unchanged: its generator rewrites them with derived values.
 
 Usage::
 
@@ -42,8 +47,10 @@ SPECIFIC: dict[str, dict[str, object]] = {
     },
 }
 DEMO_SPECIFIC: dict[str, dict[str, object]] = {"pancreas": {}, "brats": {}}
+TEMPLATE = REPO / "plugin" / "semiseg" / "auto3dseg" / "templates" / "dualnet" / "configs"
+TEMPLATE_FILES = tuple(f for f in SHARED if f != "demo.json") + ("metadata.json",)
 
-__all__ = ["derived_files", "sync"]
+__all__ = ["derived_files", "sync", "template_files"]
 
 
 def _derive_json(text: str, overrides: dict[str, object]) -> str:
@@ -63,18 +70,25 @@ def derived_files(name: str) -> dict[Path, str]:
     files: dict[Path, str] = {}
     for source in sources:
         text = source.read_text()
-        if source.suffix == ".json":
+        if source.suffix == ".json" and source.parent.name != "ablation":
             overrides = DEMO_SPECIFIC[name] if source.name == "demo.json" else SPECIFIC[name]
             text = _derive_json(text, overrides)
         files[target / source.relative_to(SOURCE)] = text
     return files
 
 
+def template_files() -> dict[Path, str]:
+    """Target path -> content of every config of the Auto3DSeg template copied from the LA bundle."""
+    sources = [SOURCE / f for f in TEMPLATE_FILES] + sorted((SOURCE / "ablation").glob("*.json"))
+    return {TEMPLATE / source.relative_to(SOURCE): source.read_text() for source in sources}
+
+
 def sync(check: bool = False) -> list[str]:
     """Write the derived files, or with ``check`` only list those that differ (exit status 1 when any does)."""
     stale = []
-    for name in SPECIFIC:
-        for path, text in derived_files(name).items():
+    targets = [derived_files(name) for name in SPECIFIC] + [template_files()]
+    for files in targets:
+        for path, text in files.items():
             if path.is_file() and path.read_text() == text:
                 continue
             stale.append(str(path.relative_to(REPO)))
