@@ -26,6 +26,7 @@ import torch
 from monai.apps.auto3dseg import DataAnalyzer
 from monai.auto3dseg import algo_to_json
 from monai.bundle import ConfigParser
+from monai.utils.enums import AlgoKeys
 
 from semiseg.bundle import flag
 
@@ -105,7 +106,7 @@ def main(
         print(f"training {algo.name}_{fold} ...", flush=True)
         algo.train({}, {"CMD_PREFIX": sys.executable + " "})
         score = algo.get_score()
-        algo_to_json(algo, template_path=algo.template_path, score=score)
+        algo_to_json(algo, template_path=algo.template_path, **{str(AlgoKeys.SCORE): score})  # what the ensemble reads
         print(f"{os.path.basename(algo.output_path)}: final validation Dice {score:.4f}", flush=True)
 
 

@@ -132,15 +132,13 @@ def target_spacing(stats: Mapping[str, Any], given: Sequence[float] | None = Non
         resample = not (uniform and all(abs(s - m) <= 0.01 * m for s, m in zip(spacing, median)))
         return Derived([round(s, 4) for s in spacing], "given", "spacing given by the user"), resample
     ratio = max(median) / min(median)
-    kind = f"anisotropic (ratio {ratio:.1f} > {ANISOTROPY_RATIO:g}): coarse axis kept" if ratio > ANISOTROPY_RATIO else (
-        f"near-isotropic (ratio {ratio:.1f})"
-    )
-    rule = f"median spacing per axis; {kind}; " + (
-        "every case has it already: no resampling" if uniform else "cases differ (min/max): resampled to it"
-    )
-    source = (
-        f"image_stats#spacing#median = {_fmt(median)}, #min = {_fmt(low)}, #max = {_fmt(high)}"
-    )
+    if ratio > ANISOTROPY_RATIO:
+        kind = f"anisotropic (ratio {ratio:.1f} > {ANISOTROPY_RATIO:g}): coarse axis kept"
+    else:
+        kind = f"near-isotropic (ratio {ratio:.1f})"
+    action = "every case has it already: no resampling" if uniform else "cases differ (min/max): resampled to it"
+    rule = f"median spacing per axis; {kind}; {action}"
+    source = f"image_stats#spacing#median = {_fmt(median)}, #min = {_fmt(low)}, #max = {_fmt(high)}"
     return Derived([round(m, 4) for m in median], source, rule), not uniform
 
 

@@ -36,8 +36,8 @@ _TOP_LEVEL = ("num_classes", "class_names", "num_labeled", "spacing", "patch_siz
 def derive_values(
     stats: Mapping[str, Any],
     modality: str,
-    num_labeled: int,
-    num_unlabeled: int,
+    labeled_cases: int,
+    unlabeled_cases: int,
     labels: Mapping[str, str] | None = None,
     **given: Any,
 ) -> tuple[dict[str, Derived], bool]:
@@ -46,8 +46,8 @@ def derive_values(
     Args:
         stats: the ``datastats.yaml`` content of the labeled training cases.
         modality: ``"ct"`` or ``"mri"``.
-        num_labeled: labeled training cases of the fold (before ``num_labeled`` in ``given`` keeps fewer).
-        num_unlabeled: unlabeled training cases.
+        labeled_cases: labeled training cases of the fold (``num_labeled`` in ``given`` may keep fewer).
+        unlabeled_cases: unlabeled training cases.
         labels: the datalist's ``"labels"`` (``{"1": "liver", ...}``), for class names.
         given: template arguments (:data:`DERIVATION_KEYS`, and any top-level key of ``train.json``); a given value
             replaces the derived one and is marked ``given``.
@@ -76,12 +76,12 @@ def derive_values(
     values["patch_size"] = derive.patch_size(stats, spacing.value, max_voxels, given.pop("patch_size", None))
     patch = values["patch_size"].value
 
-    kept = int(given.pop("num_labeled", num_labeled))
-    if not 1 <= kept <= num_labeled:
-        raise ValueError(f"num_labeled must be between 1 and the fold's {num_labeled} labeled cases, got {kept}")
-    unlabeled = num_unlabeled + num_labeled - kept
+    kept = int(given.pop("num_labeled", labeled_cases))
+    if not 1 <= kept <= labeled_cases:
+        raise ValueError(f"num_labeled must be between 1 and the fold's {labeled_cases} labeled cases, got {kept}")
+    unlabeled = unlabeled_cases + labeled_cases - kept
     values["num_labeled"] = Derived(
-        kept, "given" if kept != num_labeled else f"{num_labeled} labeled training cases of the fold",
+        kept, "given" if kept != labeled_cases else f"{labeled_cases} labeled training cases of the fold",
         "labeled cases that keep their label (the rest of the fold's training cases become unlabeled)",
     )
     labeled_batch, unlabeled_batch = derive.batch_sizes(

@@ -4,10 +4,13 @@ and writes the validation Dice to ``models/progress.yaml``, where Auto3DSeg's ``
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
 from semiseg.bundle import scale_to_run
@@ -33,14 +36,18 @@ def run(config_file: str | list[str] | None = None, **override: Any) -> None:
 
     Args:
         config_file: Auto3DSeg passes every file of ``configs/``; only the bundle folder is taken from it, and
-            ``configs/train.json`` is run.
+            ``configs/train.json`` is run (with ``multi_gpu_train.json`` under ``torchrun`` with several processes,
+            as Auto3DSeg starts it on several GPUs).
         override: ``--key value`` overrides of ``train.json``. A new ``iterations`` keeps the ramp-up, learning-rate
             step, validation and saving intervals at their share of the run.
     """
     root = bundle_folder(config_file)
     configs = root / "configs"
+    files = [str(configs / "train.json")]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        files.append(str(configs / "multi_gpu_train.json"))
     workflow = ConfigWorkflow(
-        config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
+        config_file=files, meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"), workflow_type="train", bundle_root=str(root),
     )  # fmt: skip
     parser = workflow.parser
@@ -60,16 +67,16 @@ def run(config_file: str | list[str] | None = None, **override: Any) -> None:
         dice = float(engine.state.metrics.get(engine.state.key_metric_name, float("nan")))
         progress.append({"iteration": int(trainer.state.iteration), "avg_dice_score": dice,
                          "best_avg_dice_score": dice})  # fmt: skip
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() > 0:
+            return  # the metric is already reduced over the processes; rank 0 writes it
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(progress, sort_keys=False))
         print(f"validation at iteration {trainer.state.iteration}: mean Dice {dice:.4f}", flush=True)
-
-    from ignite.engine import Events
 
     evaluator.add_event_handler(Events.COMPLETED, record)
     workflow.run()
     if not progress or progress[-1]["iteration"] != trainer.state.iteration:
         evaluator.run()  # the saved model is the final one: score it
-    workflow.finalize()
     dice = progress[-1]["avg_dice_score"]
+    workflow.finalize()
     print(f"final validation Dice of {root.name} (models/model.pt): {dice:.4f}", flush=True)
