@@ -227,6 +227,23 @@ def write_ct_phantoms(root: Path, n_labeled: int = 6, n_unlabeled: int = 4, n_te
     return path
 
 
+def test_cli_with_a_validation_list_writes_one_fold_and_passes_template_values(tmp_path) -> None:
+    from semiseg.auto3dseg.__main__ import main
+
+    datalist = write_ct_phantoms(tmp_path / "data", n_labeled=5, n_unlabeled=2, n_test=1)
+    content = json.loads(datalist.read_text())
+    content["validation"] = [content["training"].pop(0)]
+    datalist.write_text(json.dumps(content))
+    main(str(datalist), modality="ct", work_dir=str(tmp_path / "work"), train="false", num_labeled=2,
+         learning_rate=0.02, memory_gb=4)  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "work").glob("dualnet_*")) == ["dualnet_0"]
+    train = json.loads((tmp_path / "work" / "dualnet_0" / "configs" / "train.json").read_text())
+    assert (train["num_labeled"], train["learning_rate"], train["num_classes"]) == (2, 0.02, 3)
+    cases = json.loads((tmp_path / "work" / "dualnet_0" / "datalist.json").read_text())
+    assert [len(cases[k]) for k in ("training", "validation", "unlabeled", "test")] == [4, 1, 2, 1]
+    assert not (tmp_path / "work" / "dualnet_0" / "models").exists()
+
+
 TINY = {"n_filters": 4, "feature_dim": 8, "iterations": 2, "val_interval": 2, "num_workers": 0}
 
 

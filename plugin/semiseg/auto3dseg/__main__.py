@@ -31,7 +31,7 @@ from monai.utils.enums import AlgoKeys
 from semiseg.bundle import flag
 
 from .algo import ALGO_NAME, DualnetAlgo
-from .datalist import convert_datalist
+from .datalist import convert_datalist, read_datalist
 
 __all__ = ["main"]
 
@@ -69,8 +69,11 @@ def main(
     work = Path(work_dir).expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     dataroot = str(Path(dataroot if dataroot is not None else Path(datalist).expanduser().parent).resolve())
-    converted = convert_datalist(datalist, work / "datalist.json", num_fold=num_fold, seed=seed)
+    original = read_datalist(datalist)
+    converted = convert_datalist(original, work / "datalist.json", num_fold=num_fold, seed=seed)
     fold_ids = sorted({int(e["fold"]) for e in converted["training"]})
+    if original.get("validation") and not all("fold" in e for e in original["training"] if e.get("label")):
+        fold_ids = [0]  # the validation list is fold 0; fold 1 (the training cases) is not validated on
     print(f"datalist: {len(converted['training'])} labeled, {len(converted['unlabeled'])} unlabeled, "
           f"{len(converted.get('testing', []))} test cases; folds {fold_ids} -> {work / 'datalist.json'}")  # fmt: skip
     source = work / "input.yaml"
@@ -84,7 +87,7 @@ def main(
         DataAnalyzer(str(work / "datalist.json"), dataroot, output_path=str(stats), device=device,
                      worker=0).get_all_case_stats()  # fmt: skip
     algos = []
-    for fold in fold_ids if len(fold_ids) > 1 else [0]:
+    for fold in fold_ids:
         algo = DualnetAlgo(**template)
         algo.name = ALGO_NAME
         algo.set_data_stats(str(stats))
