@@ -121,13 +121,24 @@ def test_measured_activation_memory_grows_with_width() -> None:
     assert 0 < narrow < wide
 
 
-def test_folds_are_balanced_seeded_and_need_no_scikit_learn() -> None:
+def test_folds_are_balanced_seeded_and_need_no_scikit_learn(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from monai.apps.auto3dseg import AutoRunner
+
     folds = assign_folds(11, 5, seed=3)
     assert sorted(np.bincount(folds)) == [2, 2, 2, 2, 3] and folds == assign_folds(11, 5, seed=3)
     assert folds != assign_folds(11, 5, seed=4)
-    assert "sklearn" not in sys.modules
     with pytest.raises(ValueError, match="num_fold"):
         assign_folds(3, 4)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # importing scikit-learn now fails
+    plain = {"training": [{"image": f"{i}.nii.gz", "label": f"l{i}.nii.gz"} for i in range(6)]}
+    (tmp_path / "plain.json").write_text(json.dumps(plain))
+    runner = SimpleNamespace(data_src_cfg={"num_fold": 3})
+    with pytest.raises(ImportError):
+        AutoRunner.inspect_datalist_folds(runner, str(tmp_path / "plain.json"))
+    convert_datalist(plain, tmp_path / "converted.json", num_fold=3)
+    assert AutoRunner.inspect_datalist_folds(runner, str(tmp_path / "converted.json")) == 3
 
 
 def test_project_datalists_are_converted_for_auto3dseg(tmp_path) -> None:

@@ -80,10 +80,11 @@ def convert_datalist(
         ValueError: when no training entry has a label, or folds cannot be assigned.
     """
     content = read_datalist(datalist)
+    name = "the datalist" if isinstance(datalist, Mapping) else f"datalist {os.fspath(datalist)}"
     training = [dict(e) for e in content["training"] if isinstance(e, dict)]
     labeled = [e for e in training if e.get("label")]
     if not labeled:
-        raise ValueError("none of the datalist's 'training' entries has a 'label'")
+        raise ValueError(f"none of the 'training' entries of {name} has a 'label'")
     unlabeled = [{"image": e} if isinstance(e, str) else dict(e) for e in content.get("unlabeled") or []]
     unlabeled += [{k: v for k, v in e.items() if k not in ("label", "fold")} for e in training if not e.get("label")]
     validation = [dict(e) for e in content.get("validation") or [] if isinstance(e, dict) and e.get("label")]
@@ -97,7 +98,11 @@ def convert_datalist(
             entry["fold"] = 0
         labeled += validation
     else:
-        for entry, fold in zip(labeled, assign_folds(len(labeled), num_fold, seed)):
+        try:
+            folds = assign_folds(len(labeled), num_fold, seed)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error} (or give a 'validation' list)") from error
+        for entry, fold in zip(labeled, folds):
             entry["fold"] = fold
     result: dict[str, Any] = {k: v for k, v in content.items() if k not in ("training", "unlabeled", "validation")}
     result["training"] = labeled
