@@ -22,7 +22,7 @@ from . import derive
 from .derive import Derived
 from .memory import LOSS_OVERHEAD, activation_bytes_per_voxel, memory_budget, static_bytes
 
-__all__ = ["DERIVATION_KEYS", "derive_values", "write_bundle"]
+__all__ = ["DERIVATION_KEYS", "derive_values", "fill_config", "write_bundle"]
 
 DERIVATION_KEYS = ("spacing", "patch_size", "iterations", "memory_gb", "device", "labeled_batch_size",
                    "unlabeled_batch_size", "n_filters", "feature_dim", "norm", "num_labeled")  # fmt: skip
@@ -137,12 +137,10 @@ def write_bundle(
     top.update(bundle_name=name, dataset_dir=str(Path(dataroot).expanduser().resolve()),
                datalist="$@bundle_root + '/datalist.json'")  # fmt: skip
     for file in ("train.json", "inference.json"):
-        config = json.loads((configs / file).read_text())
-        config = _set_top_level(config, top, keep_only_existing=file != "train.json")
-        for branch in ("branch_a", "branch_b"):
-            config["network_def"][branch]["in_channels"] = values["in_channels"].value
-        config = _edit_transforms(config, values["intensity"].value, resample)
+        config = fill_config(json.loads((configs / file).read_text()), top, file != "train.json",
+                             values["in_channels"].value, values["intensity"].value, resample)  # fmt: skip
         (configs / file).write_text(json.dumps(config, indent=4) + "\n")
+    (configs / "demo.json").unlink(missing_ok=True)  # its phantoms are of a kind named by the bundle: none here
     (root / "datalist.json").write_text(json.dumps(datalist, indent=4) + "\n")
     metadata = _metadata(json.loads((configs / "metadata.json").read_text()), values, modality, name)
     (configs / "metadata.json").write_text(json.dumps(metadata, indent=4) + "\n")
@@ -157,6 +155,26 @@ def write_bundle(
     (root / "docs" / "README.md").write_text(_readme(values, resample, datalist, modality, fold, name))
 
 
+def fill_config(
+    config: dict,
+    top: Mapping[str, Any],
+    keep_only_existing: bool,
+    in_channels: int | None = None,
+    intensity: Sequence[Mapping[str, Any]] | None = None,
+    resample: bool = False,
+) -> dict:
+    """One config of the template filled: top-level keys set (with ``keep_only_existing`` only those it has, and
+    ``spacing``), both branches' ``in_channels``, ``intensity`` transforms in place of ``NormalizeIntensityd`` and a
+    ``Spacingd`` after each ``Orientationd`` when ``resample`` (None / False leave the transforms as they are)."""
+    config = _set_top_level(config, top, keep_only_existing)
+    if in_channels is not None and "network_def" in config:
+        for branch in ("branch_a", "branch_b"):
+            config["network_def"][branch]["in_channels"] = in_channels
+    if intensity is not None or resample:
+        config = _edit_transforms(config, intensity, resample)
+    return config
+
+
 def _set_top_level(config: dict, top: Mapping[str, Any], keep_only_existing: bool) -> dict:
     result: dict[str, Any] = {}
     for key, value in config.items():
@@ -169,7 +187,7 @@ def _set_top_level(config: dict, top: Mapping[str, Any], keep_only_existing: boo
     return result
 
 
-def _edit_transforms(node: Any, intensity: Sequence[Mapping[str, Any]], resample: bool) -> Any:
+def _edit_transforms(node: Any, intensity: Sequence[Mapping[str, Any]] | None, resample: bool) -> Any:
     """Replace ``NormalizeIntensityd`` by the derived intensity transforms; add ``Spacingd`` after ``Orientationd``."""
     if isinstance(node, dict):
         return {k: _edit_transforms(v, intensity, resample) for k, v in node.items()}
@@ -178,7 +196,7 @@ def _edit_transforms(node: Any, intensity: Sequence[Mapping[str, Any]], resample
     result: list[Any] = []
     for item in node:
         target = item.get("_target_") if isinstance(item, dict) else None
-        if target == "NormalizeIntensityd":
+        if target == "NormalizeIntensityd" and intensity is not None:
             common = {k: v for k, v in item.items() if k in ("keys", "allow_missing_keys")}
             result += [{**{"_target_": t["_target_"]}, **common, **{k: v for k, v in t.items() if k != "_target_"}}
                        for t in intensity]  # fmt: skip
