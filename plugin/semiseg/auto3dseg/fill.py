@@ -1,7 +1,7 @@
 """Fill the ``dualnet`` template: derive every data-dependent value and write a complete bundle of this project.
 
-The template's ``configs/`` hold this project's bundle configs (``bundles/la/configs``, kept equal to them by
-``scripts/sync_bundles.py``). :func:`write_bundle` rewrites them in the generated bundle folder with the derived
+The template's ``configs/`` are the source of this project's bundle configs (the dataset bundles are the template
+filled with fixed values, :mod:`semiseg.auto3dseg.datasets`). :func:`write_bundle` rewrites them in the generated bundle folder with the derived
 values: top-level keys (``num_classes``, ``patch_size``, ``iterations``, ...), the input channels of both branches,
 a ``Spacingd`` after each ``Orientationd`` when the data need resampling, and the derived intensity transform in
 place of each ``NormalizeIntensityd``. ``docs/README.md`` of the bundle lists each value with its statistic.
