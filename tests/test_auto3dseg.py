@@ -199,6 +199,7 @@ def test_generated_configs_carry_the_derived_values(tmp_path) -> None:
     for key in ("patch_size", "spacing", "num_classes", "iterations", "labeled_batch_size", "learning_rate"):
         assert f"| `{key}` |" in readme
     assert "percentile_00_5 = 20" in readme
+    assert not (algo_path / "configs" / "demo.json").exists()  # the template's phantom demo has no kind here
     metadata = json.loads((algo_path / "configs" / "metadata.json").read_text())
     assert metadata["network_data_format"]["outputs"]["pred"]["num_channels"] == 3
     with pytest.raises(ValueError, match="unknown template arguments"):
