@@ -1,79 +1,43 @@
-"""Derive the pancreas and BraTS bundles' shared files from the LA bundle, so the three never drift apart.
+"""Write the three dataset bundles' shared configs from the Auto3DSeg template, so they never drift apart.
 
-The LA bundle is the one hand-edited source of every config the bundles share (``train.json``, ``evaluate.json``,
-``inference.json``, ``multi_gpu_train.json``, ``demo.json``, ``ablation/*.json``, ``logging.conf``). Each other
-bundle differs only in the top-level keys listed in ``SPECIFIC`` below; everything else is copied. Each bundle stays
-self-contained (it can be zipped and shared alone). ``metadata.json``, docs and splits are written by hand per bundle.
+The template's configs (``plugin/semiseg/auto3dseg/templates/dualnet/configs``: ``train.json``, ``evaluate.json``,
+``inference.json``, ``multi_gpu_train.json``, ``demo.json``, ``logging.conf``, ``ablation/*.json``) are the one
+hand-edited source. Each bundle (``la``, ``pancreas``, ``brats``) is that template filled with the literature's
+fixed values of its dataset (:data:`semiseg.auto3dseg.datasets.DATASETS`); Auto3DSeg fills the same template with
+values derived from a new dataset's statistics. Each bundle stays self-contained (it can be zipped and shared alone).
+``metadata.json``, docs and splits are written by hand per bundle.
 
 Usage::
 
-    python scripts/sync_bundles.py          # rewrite the derived files
+    python scripts/sync_bundles.py          # rewrite the bundles' configs
     python scripts/sync_bundles.py --check  # exit 1 and name the files that differ (what the tests run)
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import fire
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCE = REPO / "bundles" / "la" / "configs"
-SHARED = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "demo.json", "logging.conf")
+sys.path.insert(0, str(REPO / "plugin"))
 
-SPECIFIC: dict[str, dict[str, object]] = {
-    "pancreas": {
-        "bundle_name": "pancreas",
-        "dataset_dir": "/workspace/data/pancreas",
-        "class_names": ["pancreas"],
-        "num_labeled": 6,
-        "patch_size": [96, 96, 96],
-        "sw_stride": [16, 16, 16],
-    },
-    "brats": {
-        "bundle_name": "brats",
-        "dataset_dir": "/workspace/data/brats",
-        "class_names": ["whole_tumour"],
-        "num_labeled": 25,
-        "patch_size": [96, 96, 96],
-        "sw_stride": [64, 64, 64],
-    },
-}
-DEMO_SPECIFIC: dict[str, dict[str, object]] = {"pancreas": {}, "brats": {}}
+from semiseg.auto3dseg.datasets import DATASETS, dataset_bundle_files  # noqa: E402
 
 __all__ = ["derived_files", "sync"]
 
 
-def _derive_json(text: str, overrides: dict[str, object]) -> str:
-    config = json.loads(text)
-    for key, value in overrides.items():
-        if key in config:
-            config[key] = value
-    return json.dumps(config, indent=4) + "\n"
-
-
 def derived_files(name: str) -> dict[Path, str]:
-    """Target path -> content of every file of bundle ``name`` derived from the LA bundle."""
-    if name not in SPECIFIC:
-        raise ValueError(f"unknown bundle {name!r}; derived bundles are {sorted(SPECIFIC)}")
+    """Target path -> content of every config of bundle ``name`` filled from the template."""
     target = REPO / "bundles" / name / "configs"
-    sources = [SOURCE / f for f in SHARED] + sorted((SOURCE / "ablation").glob("*.json"))
-    files: dict[Path, str] = {}
-    for source in sources:
-        text = source.read_text()
-        if source.suffix == ".json":
-            overrides = DEMO_SPECIFIC[name] if source.name == "demo.json" else SPECIFIC[name]
-            text = _derive_json(text, overrides)
-        files[target / source.relative_to(SOURCE)] = text
-    return files
+    return {target / rel: text for rel, text in dataset_bundle_files(name).items()}
 
 
 def sync(check: bool = False) -> list[str]:
-    """Write the derived files, or with ``check`` only list those that differ (exit status 1 when any does)."""
+    """Write the bundles' configs, or with ``check`` only list those that differ (exit status 1 when any does)."""
     stale = []
-    for name in SPECIFIC:
+    for name in DATASETS:
         for path, text in derived_files(name).items():
             if path.is_file() and path.read_text() == text:
                 continue
@@ -82,7 +46,7 @@ def sync(check: bool = False) -> list[str]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
     if check and stale:
-        print("out of sync with bundles/la (run python scripts/sync_bundles.py):\n  " + "\n  ".join(stale))
+        print("out of sync with the Auto3DSeg template (run python scripts/sync_bundles.py):\n  " + "\n  ".join(stale))
         sys.exit(1)
     return stale
 

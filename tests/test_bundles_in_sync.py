@@ -4,17 +4,49 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+from monai.bundle import ConfigParser
+
 REPO = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("sync_bundles", REPO / "scripts" / "sync_bundles.py")
 sync_bundles = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sync_bundles)
 
 
-def test_derived_bundles_equal_what_the_la_bundle_generates() -> None:
-    for name in sync_bundles.SPECIFIC:
-        for path, text in sync_bundles.derived_files(name).items():
+def test_bundles_equal_the_template_filled_with_their_fixed_values() -> None:
+    for name in sync_bundles.DATASETS:
+        files = sync_bundles.derived_files(name)
+        assert any(p.name == "train.json" for p in files) and any(p.parent.name == "ablation" for p in files)
+        for path, text in files.items():
             assert path.is_file(), f"{path} missing: run python scripts/sync_bundles.py"
-            assert path.read_text() == text, f"{path} differs from bundles/la: run python scripts/sync_bundles.py"
+            assert path.read_text() == text, f"{path} differs from the template: run python scripts/sync_bundles.py"
+
+
+def test_template_values_are_las_and_the_others_differ_only_in_their_fixed_values() -> None:
+    template = REPO / "plugin" / "semiseg" / "auto3dseg" / "templates" / "dualnet" / "configs"
+    la = sync_bundles.derived_files("la")
+    assert all(path.read_text() == (template / path.relative_to(REPO / "bundles" / "la" / "configs")).read_text()
+               for path in la)  # fmt: skip
+    la_train = json.loads((REPO / "bundles" / "la" / "configs" / "train.json").read_text())
+    for name in ("pancreas", "brats"):
+        train = json.loads((REPO / "bundles" / name / "configs" / "train.json").read_text())
+        differing = {k for k in la_train if train[k] != la_train[k]}
+        assert differing and differing <= set(sync_bundles.DATASETS[name]), (name, differing)
+
+
+@pytest.mark.parametrize("bundle", ["la", "pancreas", "brats"])
+def test_fully_supervised_overlay_trains_on_every_labeled_case(tmp_path, bundle: str) -> None:
+    cases = [{"image": f"imagesTr/{i}.nii.gz", "label": f"labelsTr/{i}.nii.gz"} for i in range(40)]
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": cases, "test": cases[:1]}))
+    configs = REPO / "bundles" / bundle / "configs"
+    splits = {}
+    for overlay in ("supervised", "fully_supervised"):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), str(configs / "ablation" / f"{overlay}.json")])
+        parser.update({"dataset_dir": str(tmp_path), "datalist": str(tmp_path / "datalist.json")})
+        splits[overlay] = parser.get_parsed_content("split")
+    assert len(splits["fully_supervised"].labeled) == len(cases) and not splits["fully_supervised"].unlabeled
+    assert len(splits["supervised"].labeled) < len(cases)  # the bundle's own few-label setting
 
 
 def test_each_bundle_is_self_contained_and_complete() -> None:
