@@ -65,6 +65,8 @@ import fire
 import torch
 import torch.nn as nn
 
+from semiseg.arguments import check_bool, check_int, is_integer
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LA_BUNDLE = REPO_ROOT / "bundles" / "la"
 LA_PATCH = (112, 112, 80)
@@ -181,7 +183,7 @@ def _triple(value: int | str | Sequence[int], name: str) -> tuple[int, int, int]
     """``64`` -> (64, 64, 64); ``"64,64,32"`` or (64, 64, 32) -> (64, 64, 32); anything else is a ValueError."""
     if isinstance(value, str):
         parts: Any = [p for p in value.replace("x", ",").split(",") if p.strip()]
-    elif isinstance(value, int) and not isinstance(value, bool):
+    elif is_integer(value):
         parts = [value] * 3
     else:
         parts = list(value)
@@ -196,8 +198,7 @@ def _triple(value: int | str | Sequence[int], name: str) -> tuple[int, int, int]
 
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        check_int(value, name, 1)
 
 
 def _check_patch(patch: tuple[int, int, int]) -> None:
@@ -1004,8 +1005,7 @@ def run_step_variants(
         device, threads, patch, repeats, iterations, n_filters, feature_dim, labeled_batch, unlabeled_batch
     )
     dtype = _amp_dtype(amp_dtype, dev)
-    if not isinstance(compile, bool):
-        raise ValueError(f"compile must be True or False, got {compile!r}.")
+    check_bool(compile, "compile")
     variants = list(STEP_VARIANTS) + (list(COMPILE_VARIANTS) if compile else [])
     base = _training_setup(dev, n_filters, norm, feature_dim, patch_t, labeled_batch, unlabeled_batch, 2, seed)
 
@@ -1277,8 +1277,7 @@ def run_inference(
         raise ValueError(f"train_lr must be > 0, got {train_lr}.")
     if not 0.0 <= coarse_overlap < 1.0:
         raise ValueError(f"coarse_overlap must be in [0, 1), got {coarse_overlap}.")
-    if isinstance(train_iterations, bool) or not isinstance(train_iterations, int) or train_iterations < 0:
-        raise ValueError(f"train_iterations must be an integer >= 0, got {train_iterations!r}.")
+    check_int(train_iterations, "train_iterations", 0)
     if train_iterations and any(v < p for v, p in zip(volume_t, patch_t)):
         raise ValueError(f"volume {list(volume_t)} must be at least the patch {list(patch_t)} to train on crops.")
     overlap = overlap_for_stride(patch_t, stride_t)
@@ -1434,8 +1433,7 @@ def run_data(
     _check_positive(batches=batches)
     extra = json.loads(overrides) if isinstance(overrides, str) else dict(overrides or {})
     if num_workers is not None:
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}.")
+        check_int(num_workers, "num_workers", 0)
         extra["num_workers"] = num_workers
     if n_filters is not None:
         _check_positive(n_filters=n_filters)

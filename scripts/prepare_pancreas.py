@@ -34,6 +34,7 @@ from monai.transforms import ScaleIntensityRange
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_numpy
 
+from semiseg.arguments import is_number
 from semiseg.data.release import (
     effective_split,
     find_missing_cases,
@@ -469,7 +470,7 @@ def prepare_pancreas(
     label_root = Path(str(labels)) if labels is not None else Path(str(src))
     if not label_root.is_dir():
         raise FileNotFoundError(f"--labels folder not found: {label_root}")
-    if crop_margin is not None and (isinstance(crop_margin, bool) or not isinstance(crop_margin, (int, float))):
+    if crop_margin is not None and not is_number(crop_margin):
         raise ValueError(f"--crop_margin must be a number of mm, got {crop_margin!r}")
     if crop_margin is not None and crop_margin < 0:
         raise ValueError(f"--crop_margin must be >= 0 mm, got {crop_margin}")

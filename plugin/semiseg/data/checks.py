@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
+from semiseg.arguments import is_integer
+
 from .datalist import SemiSupervisedDatalist
 
 __all__ = ["DatasetError", "DatasetProblem", "assert_valid_dataset", "check_cases"]
@@ -90,7 +92,7 @@ def check_cases(
     Raises:
         ValueError: when ``num_classes`` is below 2 or ``keys`` does not hold ``"image"``.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+    if not is_integer(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}")
     if "image" not in keys:
         raise ValueError(f"keys must include 'image', got {tuple(keys)}")
