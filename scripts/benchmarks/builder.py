@@ -31,6 +31,7 @@ __all__ = [
     "BundleMethod",
     "TrainingSetup",
     "batch_to",
+    "build_inferer",
     "build_method",
     "build_objective",
     "bundle_setting",
@@ -143,6 +144,11 @@ def build_method(
     objective = parser.get_parsed_content("objective")
     optimizer = parser.get_parsed_content("optimizer")
     return BundleMethod(network, objective, optimizer, parser)
+
+
+def build_inferer(overrides: Mapping[str, Any] | None = None) -> Any:
+    """The bundle's ``inferer`` (the sliding window of validation and evaluation) after ``overrides``."""
+    return bundle_parser(overrides).get_parsed_content("inferer")
 
 
 def build_objective(

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from monai.inferers import SlidingWindowInferer
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 from monai.transforms import NormalizeIntensity
@@ -19,7 +18,14 @@ from semiseg.arguments import check_int
 from semiseg.bundle import overlap_for_stride
 from semiseg.data.phantoms import make_phantom
 
-from .builder import SUPERVISED_OVERLAY, build_method, build_objective, bundle_setting, method_arguments
+from .builder import (
+    SUPERVISED_OVERLAY,
+    build_inferer,
+    build_method,
+    build_objective,
+    bundle_setting,
+    method_arguments,
+)
 from .options import DEFAULT_PATCH, DEFAULT_VOLUME, triple
 from .report import BenchmarkReport
 from .timing import median, precision_of, run_config, run_interleaved, timed
@@ -140,7 +146,8 @@ def run_inference(
 ) -> dict[str, Any]:
     """The LA bundle's sliding-window inferer vs the classic stride loop, and the cost and Dice of a coarser overlap.
 
-    The bundle's inferer is MONAI's ``SlidingWindowInferer`` (roi = patch, constant weights, overlap from
+    The bundle's inferer is its ``inferer``, resolved from ``train.json`` with ``sw_stride`` = ``stride`` (MONAI's
+    ``SlidingWindowInferer``: roi = patch, constant weights, overlap from
     ``semiseg.bundle.overlap_for_stride(patch, stride)``). Both it and :func:`reference_sliding_window` average the
     eval-mode ``DualNet`` output (log of the mean of the branches' softmax) over the same windows, so their maps
     must agree (goal: max abs difference <= 1e-5). Variants, interleaved: the reference loop, the inferer with
@@ -192,14 +199,13 @@ def run_inference(
     image = NormalizeIntensity()(torch.from_numpy(image_np)[None]).float()[None].to(dev)  # (1, 1, X, Y, Z)
     label = torch.from_numpy(label_np)[None, None].long().to(dev)
 
+    def bundle_inferer(**extra: Any) -> Callable[..., torch.Tensor]:
+        return build_inferer({**overrides, "sw_stride": list(stride_t), **extra})
+
     inferers = {
-        "sliding_window_sw1": SlidingWindowInferer(patch_t, sw_batch_size=1, overlap=overlap, mode="constant"),
-        f"sliding_window_sw{sw_batch_size}": SlidingWindowInferer(
-            patch_t, sw_batch_size=sw_batch_size, overlap=overlap, mode="constant"
-        ),
-        "sliding_window_coarse": SlidingWindowInferer(
-            patch_t, sw_batch_size=1, overlap=coarse_overlap, mode="constant"
-        ),
+        "sliding_window_sw1": bundle_inferer(sw_batch_size=1),
+        f"sliding_window_sw{sw_batch_size}": bundle_inferer(sw_batch_size=sw_batch_size),
+        "sliding_window_coarse": bundle_inferer(sw_batch_size=1, **{"inferer#overlap": coarse_overlap}),
     }
     outputs: dict[str, torch.Tensor] = {}
 
