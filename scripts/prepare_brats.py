@@ -28,11 +28,19 @@ from monai.transforms import NormalizeIntensity
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_numpy
 
-from semiseg.data.release import effective_split, find_missing_cases, read_case_list, save_volume, write_datalist
+from semiseg.data.release import (
+    effective_split,
+    find_missing_cases,
+    find_release_folder,
+    read_case_list,
+    save_volume,
+    write_datalist,
+)
 
 __all__ = [
     "GRADES",
     "DEFAULT_SPLIT_DIR",
+    "RELEASE_FOLDERS",
     "find_case_folders",
     "case_files",
     "crop_to_brain",
@@ -45,6 +53,9 @@ GRADES: tuple[str, ...] = ("HGG", "LGG")
 
 DEFAULT_SPLIT_DIR = Path(__file__).resolve().parents[1] / "bundles" / "brats" / "splits"
 """Where the SSL4MIS split lists live, relative to this script."""
+
+RELEASE_FOLDERS: tuple[str, ...] = ("MICCAI_BraTS_2019_Data_Training",)
+"""Usual name of the release folder, tried first inside ``--src`` when it holds no HGG/LGG case itself."""
 
 _SPLITS: dict[str, str] = {"training": "train.txt", "validation": "val.txt", "test": "test.txt"}
 
@@ -155,7 +166,8 @@ def prepare_brats(src: str, dst: str, split_dir: str | None = None) -> Path:
 
     Args:
         src: the MICCAI_BraTS_2019_Data_Training folder (HGG/<ID>/ and LGG/<ID>/ with <ID>_flair.nii.gz and
-            <ID>_seg.nii.gz; other modalities are ignored).
+            <ID>_seg.nii.gz; other modalities are ignored) or the folder holding it (the rule of
+            :func:`semiseg.data.release.find_release_folder`).
         dst: output folder; gets imagesTr/, labelsTr/ (training and validation), imagesTs/, labelsTs/ and
             datalist.json.
         split_dir: folder with train.txt, val.txt and test.txt; default bundles/brats/splits beside this script
@@ -164,9 +176,6 @@ def prepare_brats(src: str, dst: str, split_dir: str | None = None) -> Path:
     Returns:
         Path of the datalist written.
     """
-    source = Path(str(src))
-    if not source.is_dir():
-        raise FileNotFoundError(f"--src folder not found: {source}")
     splits = Path(str(split_dir)) if split_dir is not None else DEFAULT_SPLIT_DIR
     lists = {name: read_case_list(splits / file) for name, file in _SPLITS.items()}
     listed = [case for cases in lists.values() for case in cases]
@@ -175,9 +184,17 @@ def prepare_brats(src: str, dst: str, split_dir: str | None = None) -> Path:
         raise ValueError(f"the split lists in {splits} name these cases more than once: {repeated}")
     output = Path(str(dst))
 
+    def holds_cases(folder: Path) -> bool:
+        has_grades = any((folder / grade).is_dir() for grade in GRADES)
+        return has_grades and any(case in find_case_folders(folder) for case in listed)
+
+    source = find_release_folder(
+        src,
+        holds_cases,
+        f"none of the {len(listed)} listed cases has a patient folder under {src}/HGG|LGG",
+        RELEASE_FOLDERS,
+    )
     folders = find_case_folders(source)
-    if not any(case in folders for case in listed):
-        raise FileNotFoundError(f"none of the {len(listed)} listed cases has a patient folder under {source}/HGG|LGG")
     missing = find_missing_cases(lists, lambda case: case in folders, "not in this release")
 
     entries: dict[str, list[dict[str, str]]] = {name: [] for name in lists}

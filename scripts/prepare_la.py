@@ -33,7 +33,14 @@ import h5py
 import nrrd
 import numpy as np
 
-from semiseg.data.release import effective_split, find_missing_cases, read_case_list, save_volume, write_datalist
+from semiseg.data.release import (
+    effective_split,
+    find_missing_cases,
+    find_release_folder,
+    read_case_list,
+    save_volume,
+    write_datalist,
+)
 
 __all__ = [
     "DEFAULT_SPLIT_DIR",
@@ -57,7 +64,7 @@ H5_FILE = "mri_norm2.h5"
 NRRD_IMAGE = "lgemri.nrrd"
 NRRD_LABEL = "laendo.nrrd"
 RELEASE_FOLDERS = ("2018LA_Seg_Training Set", "Training Set")
-"""Folder names of the releases, looked for inside ``--src`` when it holds none of the listed cases itself."""
+"""Usual names of the release folder, tried first inside ``--src`` when it holds none of the listed cases itself."""
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _NRRD_SPACES = {
@@ -165,8 +172,8 @@ def prepare_la(src: str, dst: str, layout: str = "auto", split_dir: str | None =
     """Convert the LA release to NIfTI and write ``<dst>/datalist.json`` with the UA-MT split.
 
     Args:
-        src: release folder holding one folder per case (usually ``2018LA_Seg_Training Set``); when it holds none of
-            the listed cases but has a subfolder ``2018LA_Seg_Training Set`` or ``Training Set``, that is used.
+        src: release folder holding one folder per case (usually ``2018LA_Seg_Training Set``) or the folder holding
+            it (the rule of :func:`semiseg.data.release.find_release_folder`).
         dst: output folder; gets ``images/``, ``labels/`` and ``datalist.json``.
         layout: ``auto`` (per case: the h5 file if present, else the nrrd pair), ``h5`` or ``nrrd``.
         split_dir: folder with ``train.txt`` and ``test.txt``; default ``bundles/la/splits`` beside this script.
@@ -180,25 +187,16 @@ def prepare_la(src: str, dst: str, layout: str = "auto", split_dir: str | None =
     """
     if layout not in LAYOUTS:
         raise ValueError(f"--layout must be one of {LAYOUTS}, got {layout!r}")
-    source = Path(str(src))
-    if not source.is_dir():
-        raise FileNotFoundError(f"--src folder not found: {source}")
     splits = Path(str(split_dir)) if split_dir is not None else DEFAULT_SPLIT_DIR
     lists = {"training": read_case_list(splits / "train.txt"), "test": read_case_list(splits / "test.txt")}
     listed = [case for cases in lists.values() for case in cases]
-
-    if not any(find_case(source, case, layout) for case in listed):
-        for name in RELEASE_FOLDERS:
-            if (source / name).is_dir() and any(find_case(source / name, case, layout) for case in listed):
-                print(f"using the release folder {source / name}")
-                source = source / name
-                break
-        else:
-            wanted = {"auto": f"{H5_FILE} or {NRRD_IMAGE}", "h5": H5_FILE, "nrrd": NRRD_IMAGE}[layout]
-            raise FileNotFoundError(
-                f"none of the {len(listed)} listed cases (e.g. {listed[0]}/{wanted}) is in {source}; "
-                f"--src should be the folder holding one folder per case, such as '{RELEASE_FOLDERS[0]}'"
-            )
+    wanted = {"auto": f"{H5_FILE} or {NRRD_IMAGE}", "h5": H5_FILE, "nrrd": NRRD_IMAGE}[layout]
+    source = find_release_folder(
+        src,
+        lambda folder: any(find_case(folder, case, layout) for case in listed),
+        f"none of the {len(listed)} listed cases (e.g. {listed[0]}/{wanted}) is in {src}",
+        RELEASE_FOLDERS,
+    )
 
     found = {case: find_case(source, case, layout) for case in listed}
     missing = find_missing_cases(lists, lambda case: found[case] is not None, f"not found in {source}, skipped")

@@ -34,7 +34,15 @@ from monai.transforms import ScaleIntensityRange
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_numpy
 
-from semiseg.data.release import effective_split, find_missing_cases, read_case_list, save_volume, write_datalist
+from semiseg.arguments import is_number
+from semiseg.data.release import (
+    effective_split,
+    find_missing_cases,
+    find_release_folder,
+    read_case_list,
+    save_volume,
+    write_datalist,
+)
 
 __all__ = [
     "HU_WINDOW",
@@ -443,7 +451,8 @@ def prepare_pancreas(
     """Prepare NIH Pancreas-CT for the pancreas bundle: 1 mm NIfTI volumes and <dst>/datalist.json.
 
     Args:
-        src: folder holding the TCIA DICOM trees (one PANCREAS_NNNN folder per patient, at any depth) and, unless
+        src: folder holding the TCIA DICOM trees (one PANCREAS_NNNN folder per patient, at any depth, so the release
+            folder or any folder above it: the rule of :func:`semiseg.data.release.find_release_folder`) and, unless
             --labels is given, the NIH label files labelNNNN.nii.gz (at any depth).
         dst: output folder; gets imagesTr/, labelsTr/, imagesTs/, labelsTs/ and datalist.json.
         labels: folder holding the NIH label files, when they are not under --src.
@@ -456,13 +465,12 @@ def prepare_pancreas(
     Returns:
         Path of the datalist written.
     """
-    source = Path(str(src))
-    if not source.is_dir():
-        raise FileNotFoundError(f"--src folder not found: {source}")
-    label_root = Path(str(labels)) if labels is not None else source
+    if not Path(str(src)).is_dir():
+        raise FileNotFoundError(f"--src folder not found: {src}")
+    label_root = Path(str(labels)) if labels is not None else Path(str(src))
     if not label_root.is_dir():
         raise FileNotFoundError(f"--labels folder not found: {label_root}")
-    if crop_margin is not None and (isinstance(crop_margin, bool) or not isinstance(crop_margin, (int, float))):
+    if crop_margin is not None and not is_number(crop_margin):
         raise ValueError(f"--crop_margin must be a number of mm, got {crop_margin!r}")
     if crop_margin is not None and crop_margin < 0:
         raise ValueError(f"--crop_margin must be >= 0 mm, got {crop_margin}")
@@ -473,12 +481,17 @@ def prepare_pancreas(
     if repeated:
         raise ValueError(f"the split lists in {splits} name these cases more than once: {repeated}")
     output = Path(str(dst))
+    listed = [case for cases in lists.values() for case in cases]
 
+    def holds_cases(folder: Path) -> bool:  # patient folders are found at any depth: a parent folder holds them too
+        found = find_patient_folders(folder)
+        return any(case_number(case) in found for case in listed)
+
+    source = find_release_folder(
+        src, holds_cases, f"none of the {len(listed)} listed cases has a PANCREAS_NNNN folder under {src}"
+    )
     patients = find_patient_folders(source)
     label_files = find_label_files(label_root)
-    listed = [case for cases in lists.values() for case in cases]
-    if not any(case_number(case) in patients for case in listed):
-        raise FileNotFoundError(f"none of the {len(listed)} listed cases has a PANCREAS_NNNN folder under {source}")
 
     missing = find_missing_cases(
         lists, lambda case: case_number(case) in patients, "not in this release (no PANCREAS_NNNN folder)"

@@ -216,7 +216,6 @@ def run_quality(
     out = Path(output_dir).resolve()
     phantom_dir = out / "phantoms"
     demo = json.loads((BUNDLE / "configs" / "demo.json").read_text())
-    sys.path.insert(0, str(REPO / "plugin"))
     from semiseg.data import write_phantom_dataset
 
     write_phantom_dataset(

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import fire
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "plugin"))
+from semiseg.auto3dseg.datasets import DATASETS, dataset_bundle_files
 
-from semiseg.auto3dseg.datasets import DATASETS, dataset_bundle_files  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 __all__ = ["derived_files", "sync"]
 

@@ -29,7 +29,6 @@ ablation result has a mechanism to check against.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -125,10 +124,7 @@ def run_alignment(
     Returns:
         the JSON object printed last.
     """
-    sys.path.insert(0, str(REPO / "plugin"))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from benchmark import BenchmarkReport
-
+    from benchmarks.report import BenchmarkReport
     from semiseg.losses import compute_reliability
 
     if isinstance(overrides, str):

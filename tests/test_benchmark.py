@@ -1,32 +1,20 @@
-"""Tests of scripts/benchmark.py: every command at its tiniest settings, and the reference sliding-window loop."""
+"""Tests of scripts/benchmark.py and its package scripts/benchmarks: every command at its tiniest settings, and the
+reference sliding-window loop. pytest puts ``scripts/`` on the import path (``pythonpath`` in setup.cfg)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
+import benchmark as cli
+import benchmarks as bench
 import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 
 from semiseg.bundle import overlap_for_stride
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 TINY = {"n_filters": 2, "patch": 32, "repeats": 1}
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("semiseg_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["semiseg_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
 
 
 def _last_json_line(capsys: pytest.CaptureFixture) -> dict:
@@ -253,7 +241,7 @@ def test_step_variants_compile_failure_is_one_clear_error(monkeypatch, capsys):
     assert "run without --compile" in message
     # on the command line: that one line, no traceback
     with pytest.raises(SystemExit) as exit_:
-        bench._command(bench.run_step_variants)(compile=True, **STEP_VARIANTS_TINY)
+        cli._command(bench.run_step_variants)(compile=True, **STEP_VARIANTS_TINY)
     assert str(exit_.value).startswith("error: torch.compile failed")
     assert "iteration_time" not in capsys.readouterr().out  # nothing was timed
 

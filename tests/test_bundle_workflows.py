@@ -239,6 +239,35 @@ def test_multi_gpu_config_trains_with_two_processes_on_cpu(tmp_path, overlay: st
     assert not any(k.startswith("module.") for k in state)  # the plain network_def, loadable without DDP
 
 
+def _dataset_error(workflow: ConfigWorkflow) -> BaseException | None:
+    """The dataset check's error of ``workflow.initialize()`` (MONAI wraps it in the expression's error), or None."""
+    try:
+        workflow.initialize()
+    except Exception as error:  # noqa: BLE001 - the cause is what is looked at
+        while error is not None and type(error).__name__ != "DatasetError":
+            error = error.__cause__
+        assert error is not None
+        return error
+    return None
+
+
+def test_evaluation_checks_only_the_test_cases_it_reads(tmp_path) -> None:
+    from semiseg.data import write_phantom_dataset
+
+    data = tmp_path / "data"
+    datalist = write_phantom_dataset(data, num_train=3, num_test=1, kind="la", seed=0)
+    (data / "labelsTr" / "la_phantom_001.nii.gz").write_bytes(b"not a volume")  # a label only training reads
+    overrides = {"dataset_dir": str(data), "datalist": str(datalist), "num_labeled": 2, "output_dir": str(tmp_path)}
+    evaluate = [TRAIN, str(CONFIGS / "evaluate.json")]
+    assert _dataset_error(ConfigWorkflow(config_file=evaluate, workflow_type="eval", **overrides)) is None
+    error = _dataset_error(ConfigWorkflow(config_file=TRAIN, workflow_type="train", **overrides))
+    assert error is not None and "la_phantom_001" in str(error)
+    test_label = next((data / "labelsTs").iterdir())
+    test_label.write_bytes(b"not a volume")
+    error = _dataset_error(ConfigWorkflow(config_file=evaluate, workflow_type="eval", **overrides))
+    assert error is not None and test_label.name.split(".")[0] in str(error) and "labeled" not in str(error)
+
+
 def test_bad_dataset_stops_before_training_and_keeps_earlier_outputs(tmp_path) -> None:
     from semiseg.data import write_phantom_dataset
 

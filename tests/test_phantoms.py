@@ -104,7 +104,7 @@ def test_pancreas_is_in_the_unit_window() -> None:
         ({"shape": (32, 32)}, "shape must be three integers >= 16 (X, Y, Z voxels), got (32, 32)"),
         ({"shape": (32, 8, 32)}, "shape must be three integers >= 16 (X, Y, Z voxels), got (32, 8, 32)"),
         ({"spacing": (1.0, 0.0, 1.0)}, "spacing must be three positive numbers (X, Y, Z mm), got (1.0, 0.0, 1.0)"),
-        ({"seed": -1}, "seed must be a non-negative integer, got -1"),
+        ({"seed": -1}, "seed must be a non-negative integer, got -1."),
     ],
 )
 def test_bad_arguments(kwargs: dict, message: str) -> None:
@@ -168,9 +168,12 @@ def test_case_seeds_separate_train_and_test_streams() -> None:
         phantom_case_seed(0, "val", 0)
 
 
-@pytest.mark.parametrize("kwargs, name", [({"num_train": 0}, "num_train"), ({"num_test": -1}, "num_test")])
-def test_write_dataset_bad_counts(tmp_path, kwargs: dict, name: str) -> None:
-    with pytest.raises(ValueError, match=f"{name} must be an integer >= "):
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"num_train": 0}, "num_train must be a positive integer"), ({"num_test": -1}, "num_test must be a non-negative")],
+)
+def test_write_dataset_bad_counts(tmp_path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         write_phantom_dataset(tmp_path, **kwargs)
 
 

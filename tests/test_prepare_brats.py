@@ -195,3 +195,21 @@ def test_release_layout_errors(tmp_path):
         pb.prepare_brats(str(tmp_path / "empty"), str(tmp_path / "out"), split_dir=twice)
     with pytest.raises(FileNotFoundError, match="--src folder not found"):
         pb.prepare_brats(str(tmp_path / "nowhere"), str(tmp_path / "out"), split_dir=splits)
+
+
+def test_src_may_be_the_folder_holding_the_release(release, tmp_path, capsys):
+    splits = _splits(tmp_path, ["BraTS19_CBICA_AAA_1"], ["BraTS19_2013_2_1"], ["BraTS19_TCIA09_222_1"])
+    datalist = pb.prepare_brats(str(release.parent), str(tmp_path / "out"), split_dir=str(splits))
+    out = capsys.readouterr().out
+    assert f"using the release folder {release}" in out
+    assert "effective split: training 1 of 1, validation 1 of 1, test 1 of 1 listed cases" in out
+    assert json.loads(datalist.read_text())["effective_split"] == {"training": 1, "validation": 1, "test": 1}
+    renamed = tmp_path / "download" / "brats2019_train"
+    _write_case(renamed, "LGG", "BraTS19_TCIA10_111_1", 1)
+    (tmp_path / "download" / "notes").mkdir()
+    one = _splits(tmp_path / "one", ["BraTS19_TCIA10_111_1"], ["BraTS19_GONE_1"], ["BraTS19_GONE_2"])
+    pb.prepare_brats(str(tmp_path / "download"), str(tmp_path / "out2"), split_dir=str(one))
+    assert f"using the release folder {renamed}" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="--src should be the release folder such as "
+                       "'MICCAI_BraTS_2019_Data_Training' or the folder holding it"):
+        pb.prepare_brats(str(tmp_path / "one"), str(tmp_path / "out3"), split_dir=str(one))

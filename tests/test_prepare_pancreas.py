@@ -322,3 +322,14 @@ def test_labels_option_and_argument_checks(release, tmp_path):
     with pytest.raises(FileNotFoundError, match="none of the 2 listed cases has a PANCREAS_NNNN folder"):
         other = str(_splits(tmp_path / "s", ["image0009"], ["image0010"]))
         pp.prepare_pancreas(str(release), str(tmp_path / "out"), split_dir=other)
+
+
+def test_src_may_be_the_release_folder_or_a_folder_above_it(release, tmp_path):
+    splits = str(_splits(tmp_path, ["image0001"], ["image0003"]))
+    above = pp.prepare_pancreas(str(release.parent), str(tmp_path / "above"), split_dir=splits)
+    labels = str(release / "TCIA_pancreas_labels-02-05-2017")
+    inside = pp.prepare_pancreas(str(release / "Pancreas-CT"), str(tmp_path / "in"), labels=labels, split_dir=splits)
+    for datalist in (above, inside):
+        assert json.loads(datalist.read_text())["effective_split"] == {"training": 1, "test": 1}
+    with pytest.raises(FileNotFoundError, match="--src should be the release folder or the folder holding it"):
+        pp.prepare_pancreas(str(tmp_path / "splits"), str(tmp_path / "o"), labels=labels, split_dir=splits)

@@ -201,7 +201,7 @@ def test_constructor_errors():
             PrototypeContrastiveLoss(ema_momentum=bad)
     with pytest.raises(ValueError, match=r"num_classes must be an integer >= 2, got 1"):
         PrototypeContrastiveLoss(num_classes=1)
-    with pytest.raises(ValueError, match=r"max_samples must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"max_samples must be a positive integer, got 0"):
         PrototypeContrastiveLoss(max_samples=0)
     with pytest.raises(ValueError, match=r"reduction must be one of 'mean', 'sum', 'none', got 'batch'"):
         PrototypeContrastiveLoss(reduction="batch")

@@ -38,11 +38,11 @@ def test_constant_schedule():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"length must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"length must be a positive integer, got 0"):
         GaussianRampUp(max_value=1.0, length=0)
-    with pytest.raises(ValueError, match=r"start must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"start must be a non-negative integer, got -1"):
         GaussianRampUp(max_value=1.0, length=10, start=-1)
-    with pytest.raises(ValueError, match=r"length must be an integer >= 1, got 2.5"):
+    with pytest.raises(ValueError, match=r"length must be a positive integer, got 2.5"):
         LinearRampUp(0.0, 1.0, length=2.5)
     with pytest.raises(ValueError, match=r"max_value must be a finite number, got nan"):
         GaussianRampUp(max_value=float("nan"), length=10)
@@ -51,7 +51,7 @@ def test_errors():
     with pytest.raises(ValueError, match=r"value must be a finite number, got '1'"):
         ConstantSchedule("1")
     for schedule in (GaussianRampUp(1.0, 10), LinearRampUp(0.0, 1.0, 10), ConstantSchedule(1.0)):
-        with pytest.raises(ValueError, match=r"iteration must be an integer >= 0, got -1"):
+        with pytest.raises(ValueError, match=r"iteration must be a non-negative integer, got -1"):
             schedule(-1)
 
 

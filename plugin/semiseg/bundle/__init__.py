@@ -3,8 +3,9 @@ labeled pairs), its training length, its sliding-window geometry."""
 
 from __future__ import annotations
 
+from semiseg.arguments import flag
+
 from .dataset import DatasetNotFoundError, image_datalist, load_bundle_datalist, require_cases
-from .flags import flag
 from .length import run_iterations, scale_to_run
 from .root import default_bundle_root
 from .sliding_window import overlap_for_stride

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 
+from semiseg.arguments import check_int
+
 __all__ = ["run_iterations", "scale_to_run"]
 
 logger = logging.getLogger(__name__)
@@ -27,10 +29,10 @@ def run_iterations(iterations: int, max_epochs: int | None = None, epoch_length:
     Raises:
         ValueError: when a count is not a positive integer, or epochs are requested without an epoch length.
     """
-    iterations = _positive(iterations, "iterations")
+    iterations = check_int(iterations, "iterations", 1, text=True)
     if max_epochs is None:
         return iterations
-    max_epochs = _positive(max_epochs, "train#trainer#max_epochs")
+    max_epochs = check_int(max_epochs, "train#trainer#max_epochs", 1, text=True)
     if epoch_length is None or int(epoch_length) < 1:
         raise ValueError(
             f"train#trainer#max_epochs={max_epochs} needs at least one labeled batch per epoch, got an epoch of "
@@ -50,19 +52,8 @@ def scale_to_run(value: int, iterations: int, run: int) -> int:
 
     Returns ``value`` unchanged when the run has the configured length.
     """
-    value, iterations, run = int(value), _positive(iterations, "iterations"), _positive(run, "run iterations")
+    iterations = check_int(iterations, "iterations", 1, text=True)
+    value, run = int(value), check_int(run, "run iterations", 1, text=True)
     if run == iterations:
         return value
     return max(1, round(value * run / iterations))
-
-
-def _positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        number = int(value)
-    except ValueError as error:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from error
-    if number < 1 or number != float(value):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return number

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checks import DatasetError, DatasetProblem, assert_valid_dataset, check_cases
+from .checks import DatasetError, DatasetProblem, assert_valid_dataset, assert_valid_test_cases, check_cases
 from .datalist import SemiSupervisedDatalist, load_semisupervised_datalist, unlabeled_from_images
 from .phantoms import PHANTOM_KINDS, default_phantom_geometry, make_phantom, phantom_case_seed, write_phantom_dataset
 from .release import read_case_list, save_volume, write_datalist
@@ -13,6 +13,7 @@ __all__ = [
     "PHANTOM_KINDS",
     "SemiSupervisedDatalist",
     "assert_valid_dataset",
+    "assert_valid_test_cases",
     "check_cases",
     "default_phantom_geometry",
     "load_semisupervised_datalist",

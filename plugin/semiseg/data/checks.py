@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
+from semiseg.arguments import is_integer
+
 from .datalist import SemiSupervisedDatalist
 
-__all__ = ["DatasetError", "DatasetProblem", "assert_valid_dataset", "check_cases"]
+__all__ = ["DatasetError", "DatasetProblem", "assert_valid_dataset", "assert_valid_test_cases", "check_cases"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ def check_cases(
     Raises:
         ValueError: when ``num_classes`` is below 2 or ``keys`` does not hold ``"image"``.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+    if not is_integer(num_classes) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}")
     if "image" not in keys:
         raise ValueError(f"keys must include 'image', got {tuple(keys)}")
@@ -127,12 +129,30 @@ def assert_valid_dataset(
     problems += check_cases(datalist.unlabeled, num_classes, ("image",), check_values, "unlabeled")
     problems += check_cases(datalist.validation, num_classes, ("image", "label"), check_values, "validation")
     if check_test:
-        for case in datalist.test:
-            keys = ("image", "label") if case.get("label") is not None else ("image",)
-            problems += check_cases([case], num_classes, keys, check_values, "test")
+        problems += _test_problems(datalist.test, num_classes, check_values)
     if problems:
         raise DatasetError(problems)
     logger.info("dataset checked: %s, no problem found", datalist.summary())
+
+
+def assert_valid_test_cases(cases: Sequence[dict], num_classes: int, check_values: bool = True) -> None:
+    """Check the test cases alone (what evaluation reads): an image each, and its label where it has one.
+
+    Raises:
+        DatasetError: listing every problem found.
+    """
+    problems = _test_problems(cases, num_classes, check_values)
+    if problems:
+        raise DatasetError(problems)
+    logger.info("test cases checked: %d, no problem found", len(cases))
+
+
+def _test_problems(cases: Sequence[dict], num_classes: int, check_values: bool) -> list[DatasetProblem]:
+    problems: list[DatasetProblem] = []
+    for case in cases:
+        keys = ("image", "label") if case.get("label") is not None else ("image",)
+        problems += check_cases([case], num_classes, keys, check_values, "test")
+    return problems
 
 
 def _case_name(case: object, index: int, group: str) -> str:

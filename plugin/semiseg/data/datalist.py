@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from monai.data import load_decathlon_datalist
+
+from semiseg.arguments import is_integer
 
 __all__ = ["SemiSupervisedDatalist", "load_semisupervised_datalist", "unlabeled_from_images"]
 
@@ -89,7 +90,7 @@ def load_semisupervised_datalist(
     if "training" not in content:
         raise ValueError(f"datalist {path} has no 'training' list (keys: {sorted(content)})")
     base_dir = Path(dataset_dir).expanduser().resolve() if dataset_dir is not None else path.parent
-    if num_labeled is not None and (isinstance(num_labeled, bool) or not isinstance(num_labeled, (int, np.integer))):
+    if num_labeled is not None and not is_integer(num_labeled):
         raise ValueError(f"num_labeled must be an integer or None, got {num_labeled!r}")
 
     lists: dict[str, list[dict]] = {}

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from semiseg.arguments import check_int, is_integer, is_number
+
 from .release import save_volume, write_datalist
 
 __all__ = ["PHANTOM_KINDS", "default_phantom_geometry", "make_phantom", "phantom_case_seed", "write_phantom_dataset"]
@@ -108,8 +110,7 @@ def make_phantom(
     _check_kind(kind)
     shape_t = _check_shape(shape if shape is not None else _DEFAULT_SHAPE[kind])
     spacing_t = _check_spacing(spacing if spacing is not None else _DEFAULT_SPACING[kind])
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int(seed, "seed", 0)
     rng = np.random.default_rng(int(seed))
     canvas = _Canvas(shape_t, spacing_t)
     builder = {"la": _left_atrium, "pancreas": _pancreas, "brats": _brain_tumour}[kind]
@@ -149,11 +150,9 @@ def write_phantom_dataset(
         Path of ``datalist.json``.
     """
     _check_kind(kind)
-    for name, value, low in (("num_train", num_train, 1), ("num_test", num_test, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int(num_train, "num_train", 1)
+    check_int(num_test, "num_test", 0)
+    check_int(seed, "seed", 0)
     shape_t = _check_shape(shape if shape is not None else _DEFAULT_SHAPE[kind])
     spacing_t = _check_spacing(spacing if spacing is not None else _DEFAULT_SPACING[kind])
     out = Path(out_dir)
@@ -233,16 +232,14 @@ def _check_kind(kind: str) -> None:
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     values = tuple(shape) if isinstance(shape, (list, tuple)) else ()
-    if len(values) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 16 for v in values):
+    if len(values) != 3 or any(not is_integer(v) or v < 16 for v in values):
         raise ValueError(f"shape must be three integers >= 16 (X, Y, Z voxels), got {shape!r}")
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
 def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(spacing) if isinstance(spacing, (list, tuple)) else ()
-    if len(values) != 3 or any(
-        isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not v > 0 for v in values
-    ):
+    if len(values) != 3 or any(not is_number(v) or not v > 0 for v in values):
         raise ValueError(f"spacing must be three positive numbers (X, Y, Z mm), got {spacing!r}")
     return tuple(float(v) for v in values)  # type: ignore[return-value]
 

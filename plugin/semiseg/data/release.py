@@ -9,7 +9,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["effective_split", "find_missing_cases", "read_case_list", "save_volume", "write_datalist"]
+__all__ = [
+    "effective_split",
+    "find_missing_cases",
+    "find_release_folder",
+    "read_case_list",
+    "save_volume",
+    "write_datalist",
+]
 
 
 def read_case_list(path: str | Path) -> list[str]:
@@ -30,6 +37,54 @@ def read_case_list(path: str | Path) -> list[str]:
     if duplicates:
         raise ValueError(f"split list {path} names these cases more than once: {duplicates}")
     return cases
+
+
+def find_release_folder(
+    src: str | Path, holds_cases: Callable[[Path], bool], nothing_found: str, names: Sequence[str] = ()
+) -> Path:
+    """The ``--src`` rule of every preparation script: the release folder itself, or the folder it was unpacked into.
+
+    ``src`` is used when it holds a listed case. Otherwise its subfolders are tried: those named in ``names`` first
+    (in that order, the first that holds a case wins), then the others; one other subfolder holding cases is used,
+    several are refused as ambiguous. The folder chosen is printed when it is not ``src``.
+
+    Args:
+        src: the folder the user gave as ``--src``.
+        holds_cases: whether a folder is a release holding at least one listed case.
+        nothing_found: start of the error message when neither ``src`` nor a subfolder holds a case, e.g.
+            ``"none of the 100 listed cases is in /data/x"``.
+        names: the release's usual folder names, such as ``("MICCAI_BraTS_2019_Data_Training",)``.
+
+    Returns:
+        The release folder.
+
+    Raises:
+        FileNotFoundError: when ``src`` does not exist, or neither it nor a subfolder holds a listed case.
+        ValueError: when several subfolders that are not in ``names`` hold listed cases.
+    """
+    source = Path(str(src))
+    if not source.is_dir():
+        raise FileNotFoundError(f"--src folder not found: {source}")
+    if holds_cases(source):
+        return source
+    for name in names:
+        if (source / name).is_dir() and holds_cases(source / name):
+            print(f"using the release folder {source / name}")
+            return source / name
+    others = [p for p in sorted(source.iterdir()) if p.is_dir() and p.name not in names and holds_cases(p)]
+    if len(others) > 1:
+        raise ValueError(
+            f"several folders inside --src {source} hold listed cases: {[p.name for p in others]}; "
+            f"give the one release folder as --src"
+        )
+    if others:
+        print(f"using the release folder {others[0]}")
+        return others[0]
+    usual = f" such as '{names[0]}'" if names else ""
+    raise FileNotFoundError(
+        f"{nothing_found}; --src should be the release folder{usual} or the folder holding it, and neither "
+        f"{source} nor a folder inside it holds a listed case"
+    )
 
 
 def save_volume(

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from monai.losses import DiceCELoss
 
+from semiseg.arguments import check_bool
 from semiseg.engines.schedules import ConstantSchedule
 from semiseg.losses import PrototypeContrastiveLoss, ReliabilityMasks, compute_reliability
 from semiseg.losses.distributed import all_reduce_sum, global_batch
@@ -78,8 +79,7 @@ class DualNetworkObjective(nn.Module):
         super().__init__()
         if teacher_mode not in TEACHER_MODES:
             raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}, got {teacher_mode!r}.")
-        if not isinstance(class_balanced_reliability, bool):
-            raise ValueError(f"class_balanced_reliability must be True or False, got {class_balanced_reliability!r}.")
+        check_bool(class_balanced_reliability, "class_balanced_reliability")
         if cross_reliable_weight < 0:
             raise ValueError(f"cross_reliable_weight must be >= 0, got {cross_reliable_weight}.")
         if percentile is not None and entropy_filter is None and contrastive is None:

@@ -9,33 +9,15 @@ Gaussian ramp-up is the sigmoid-shaped ramp-up of
 from __future__ import annotations
 
 import math
-import numbers
+
+from semiseg.arguments import check_int, check_number
 
 __all__ = ["GaussianRampUp", "LinearRampUp", "ConstantSchedule"]
 
 
-def _check_finite(name: str, value: float) -> float:
-    """Return ``value`` as a float, or raise a ValueError naming ``name`` when it is not a finite number."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    return float(value)
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    """Return ``value`` as an int, or raise a ValueError naming ``name`` when it is not an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _check_iteration(iteration: int) -> int:
-    """Return ``iteration`` as an int, or raise a ValueError when it is not an integer >= 0."""
-    return _check_int("iteration", iteration, 0)
-
-
 def _ramp_progress(iteration: int, start: int, length: int) -> float:
     """Fraction of a ramp of ``length`` iterations from ``start`` done at ``iteration``, in [0, 1]."""
-    return min(max(_check_iteration(iteration) - start, 0), length) / length
+    return min(max(check_int(iteration, "iteration", 0) - start, 0), length) / length
 
 
 class GaussianRampUp:
@@ -64,9 +46,9 @@ class GaussianRampUp:
         Raises:
             ValueError: when an argument is outside the range above.
         """
-        self.max_value = _check_finite("max_value", max_value)
-        self.length = _check_int("length", length, 1)
-        self.start = _check_int("start", start, 0)
+        self.max_value = check_number(max_value, "max_value")
+        self.length = check_int(length, "length", 1)
+        self.start = check_int(start, "start", 0)
 
     def __call__(self, iteration: int) -> float:
         """
@@ -105,10 +87,10 @@ class LinearRampUp:
         Raises:
             ValueError: when an argument is outside the range above.
         """
-        self.start_value = _check_finite("start_value", start_value)
-        self.end_value = _check_finite("end_value", end_value)
-        self.length = _check_int("length", length, 1)
-        self.start = _check_int("start", start, 0)
+        self.start_value = check_number(start_value, "start_value")
+        self.end_value = check_number(end_value, "end_value")
+        self.length = check_int(length, "length", 1)
+        self.start = check_int(start, "start", 0)
 
     def __call__(self, iteration: int) -> float:
         """
@@ -147,7 +129,7 @@ class ConstantSchedule:
         Raises:
             ValueError: when ``value`` is not a finite number.
         """
-        self.value = _check_finite("value", value)
+        self.value = check_number(value, "value")
 
     def __call__(self, iteration: int) -> float:
         """
@@ -157,7 +139,7 @@ class ConstantSchedule:
         Returns:
             ``value``.
         """
-        _check_iteration(iteration)
+        check_int(iteration, "iteration", 0)
         return self.value
 
     def __repr__(self) -> str:

@@ -8,12 +8,11 @@ Both come from the released training recipe of Lu et al. (2025), which inherits 
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.arguments import check_number
 from semiseg.losses.validation import check_logits_pair, check_reduction, reduce_voxel_map
 
 __all__ = ["CrossReliableSupervisionLoss", "PredictionConsistencyLoss"]
@@ -45,8 +44,7 @@ class CrossReliableSupervisionLoss(_Loss):
         Raises:
             ValueError: when ``threshold`` is outside (0, 1) or ``reduction`` is not "mean", "sum", "none".
         """
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}.")
+        check_number(threshold, "threshold", 0.0, 1.0, low_open=True, high_open=True)
         reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
         self.threshold = float(threshold)

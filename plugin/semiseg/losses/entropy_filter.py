@@ -23,7 +23,6 @@ alone and the prototype contrast has no foreground prototype. Per-class threshol
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.arguments import check_bool, check_number, is_number
 from semiseg.losses.distributed import all_gather_cat
 from semiseg.losses.validation import check_logits_pair, check_reduction, reduce_voxel_map
 
@@ -82,8 +82,7 @@ def batch_percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     Raises:
         ValueError: when ``values`` is empty or ``q`` is outside [0, 100].
     """
-    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 <= q <= 100.0:
-        raise ValueError(f"q must be a number in [0, 100], got {q!r}.")
+    check_number(q, "q", 0.0, 100.0)
     flat = values.reshape(-1)
     n = flat.numel()
     if n == 0:
@@ -134,7 +133,7 @@ class ReliabilityMasks(NamedTuple):
 
 def _check_percentile(percentile: float) -> float:
     """Return ``percentile`` as a float, or raise a ValueError when it is not a number in (0, 100]."""
-    if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real):
+    if not is_number(percentile):
         raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}.")
     if not 0.0 < percentile <= 100.0:  # also rejects NaN
         raise ValueError(f"percentile must be in (0, 100], got {percentile}.")
@@ -180,8 +179,7 @@ def class_percentiles(values: torch.Tensor, label: torch.Tensor, q: float) -> to
     Raises:
         ValueError: when the shapes differ, ``values`` is empty or ``q`` is outside [0, 100].
     """
-    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 <= q <= 100.0:
-        raise ValueError(f"q must be a number in [0, 100], got {q!r}.")
+    check_number(q, "q", 0.0, 100.0)
     if values.shape != label.shape or values.numel() == 0:
         raise ValueError(
             f"values and label must have the same non-empty shape, got {tuple(values.shape)} and {tuple(label.shape)}."
@@ -293,8 +291,7 @@ class EntropyFilteredLoss(_Loss):
             ValueError: when ``percentile`` is outside (0, 100], ``class_balanced`` is not a bool or ``reduction`` is
                 not "mean", "sum", "none".
         """
-        if not isinstance(class_balanced, bool):
-            raise ValueError(f"class_balanced must be True or False, got {class_balanced!r}.")
+        check_bool(class_balanced, "class_balanced")
         reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
         self.percentile = percentile

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import torch
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from semiseg.arguments import check_int, check_number, is_number
 from semiseg.losses.distributed import all_reduce_sum, global_mean_divisor, world_size
 from semiseg.losses.validation import check_reduction
 
@@ -72,17 +72,10 @@ class PrototypeContrastiveLoss(_Loss):
         Raises:
             ValueError: when an argument is outside the range above or ``reduction`` is not "mean", "sum", "none".
         """
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
-            raise ValueError(f"temperature must be a number > 0, got {temperature!r}.")
-        if isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral) or max_samples < 1:
-            raise ValueError(f"max_samples must be an integer >= 1, got {max_samples!r}.")
-        if ema_momentum is not None and (
-            isinstance(ema_momentum, bool)
-            or not isinstance(ema_momentum, numbers.Real)
-            or not 0.0 <= ema_momentum < 1.0
-        ):
+        check_int(num_classes, "num_classes", 2)
+        check_number(temperature, "temperature", 0.0, low_open=True)
+        check_int(max_samples, "max_samples", 1)
+        if ema_momentum is not None and not (is_number(ema_momentum) and 0.0 <= ema_momentum < 1.0):
             raise ValueError(f"ema_momentum must be None or a number in [0, 1), got {ema_momentum!r}.")
         reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)

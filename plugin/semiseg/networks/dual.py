@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semiseg.arguments import check_int, is_integer
+
 __all__ = ["DualNet"]
 
 
@@ -49,8 +51,7 @@ class DualNet(nn.Module):
 
     def __init__(self, branch_a: nn.Module, branch_b: nn.Module, feature_dim: int = 32) -> None:
         super().__init__()
-        if not isinstance(feature_dim, int) or feature_dim < 1:
-            raise ValueError(f"feature_dim must be a positive integer, got {feature_dim!r}.")
+        check_int(feature_dim, "feature_dim", 1)
         for name, branch in (("branch_a", branch_a), ("branch_b", branch_b)):
             if not isinstance(branch, nn.Module):
                 raise ValueError(f"{name} must be a torch.nn.Module, got {type(branch).__name__}.")
@@ -61,7 +62,7 @@ class DualNet(nn.Module):
                 )
             for attribute in ("feature_channels", "out_channels"):
                 value = getattr(branch, attribute, None)
-                if not isinstance(value, int) or value < 1:
+                if not is_integer(value) or value < 1:
                     raise ValueError(
                         f"{name} ({type(branch).__name__}) needs a positive integer {attribute}, got {value!r}."
                     )

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semiseg.arguments import is_integer
+
 __all__ = ["DecoderFeatureAdapter"]
 
 _INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -62,7 +64,7 @@ class DecoderFeatureAdapter(nn.Module):
                 f"layer {layer!r} is not a submodule of {type(network).__name__}; "
                 f"valid names include: {', '.join(shown)}."
             )
-        if feature_channels is not None and (not isinstance(feature_channels, int) or feature_channels < 1):
+        if feature_channels is not None and (not is_integer(feature_channels) or feature_channels < 1):
             raise ValueError(f"feature_channels must be a positive integer or None, got {feature_channels!r}.")
         self.network = network
         self.layer = layer

@@ -10,6 +10,7 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.nets.resnet import ResNetBlock
 
+from semiseg.arguments import check_int
 from semiseg.networks.vnet import NORM_KINDS, EncoderDecoderNet, VNetDecoder, norm_spec
 
 __all__ = ["ResVNet"]
@@ -59,8 +60,7 @@ class ResVNet(EncoderDecoderNet):
     ) -> None:
         super().__init__()
         for arg_name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("n_filters", n_filters)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg_name} must be a positive integer, got {value!r}.")
+            check_int(value, arg_name, 1)
         if norm not in NORM_KINDS:
             raise ValueError(f"norm must be one of {NORM_KINDS}, got {norm!r}.")
         if not 0.0 <= dropout < 1.0:

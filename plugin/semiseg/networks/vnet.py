@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import Convolution
 
+from semiseg.arguments import check_int
+
 __all__ = ["EncoderDecoderNet", "VNet", "VNetStage", "VNetDecoder", "NORM_KINDS", "norm_spec", "check_divisible_input"]
 
 NORM_KINDS = ("batch", "instance", "group", "none")
@@ -261,8 +263,7 @@ class VNet(EncoderDecoderNet):
     ) -> None:
         super().__init__()
         for arg_name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("n_filters", n_filters)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg_name} must be a positive integer, got {value!r}.")
+            check_int(value, arg_name, 1)
         if norm not in NORM_KINDS:
             raise ValueError(f"norm must be one of {NORM_KINDS}, got {norm!r}.")
         if not 0.0 <= dropout < 1.0:

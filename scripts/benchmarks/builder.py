@@ -1,0 +1,229 @@
+"""The method the benchmarks time, built the way users train it: the LA bundle's configs, resolved by MONAI.
+
+:func:`bundle_parser` reads ``bundles/la/configs/train.json`` + ``demo.json`` (+ overlays such as
+``ablation/supervised.json``) with ``monai.bundle.ConfigParser`` and applies overrides; :func:`build_method` takes
+the bundle's ``network``, ``objective`` and ``optimizer`` from it. So a benchmark of "the bundle's method" times the
+objective of ``train.json`` (class-balanced reliability, cross-reliable supervision, ramp-up weights...), not a copy
+written here. The benchmark flags map onto the bundle's ids with :func:`method_overrides`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from monai.bundle import ConfigParser
+
+from .options import step_arguments
+
+__all__ = [
+    "LA_BUNDLE",
+    "NO_CONTRASTIVE_OVERLAY",
+    "REPO_ROOT",
+    "SUPERVISED_OVERLAY",
+    "BundleMethod",
+    "TrainingSetup",
+    "batch_to",
+    "build_inferer",
+    "build_method",
+    "build_objective",
+    "bundle_setting",
+    "bundle_parser",
+    "copy_setup",
+    "make_batch",
+    "method_arguments",
+    "method_overrides",
+    "training_setup",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LA_BUNDLE = REPO_ROOT / "bundles" / "la"
+
+SUPERVISED_OVERLAY = "ablation/supervised.json"
+"""The bundle's supervised-only row: every unlabeled term (and cross-reliable supervision) off."""
+
+NO_CONTRASTIVE_OVERLAY = "ablation/no_contrastive.json"
+"""The bundle's method without the prototype contrast."""
+
+
+def bundle_setting(key: str, bundle: Path = LA_BUNDLE) -> Any:
+    """A plain value of the bundle's ``train.json`` (no expression), e.g. ``patch_size`` or ``sw_stride``."""
+    return json.loads((bundle / "configs" / "train.json").read_text())[key]
+
+
+def bundle_parser(
+    overrides: Mapping[str, Any] | None = None, overlays: Sequence[str] = (), bundle: Path = LA_BUNDLE
+) -> ConfigParser:
+    """``train.json`` + ``demo.json`` + ``overlays`` of ``bundle``, with ``overrides`` applied, ready to resolve.
+
+    Args:
+        overrides: ``{id: value}`` as on the bundle's command line (``"n_filters": 16``, ``"loss#contrastive": None``).
+        overlays: more config files, relative to ``<bundle>/configs`` (e.g. ``"ablation/supervised.json"``) or
+            absolute, read after the demo overlay as ``python -m monai.bundle run --config_file`` would.
+        bundle: the bundle folder; ``bundle_root`` is set to it.
+
+    Raises:
+        FileNotFoundError: naming a config file that does not exist.
+    """
+    files = [bundle / "configs" / "train.json", bundle / "configs" / "demo.json"]
+    files += [Path(o) if Path(o).is_absolute() else bundle / "configs" / o for o in overlays]
+    for config_file in files:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"bundle config {config_file} not found.")
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    parser["bundle_root"] = str(bundle)
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    return parser
+
+
+def method_overrides(
+    n_filters: int, feature_dim: int, norm: str, patch: Sequence[int], labeled_batch: int, unlabeled_batch: int
+) -> dict[str, Any]:
+    """The benchmark flags as the bundle's ids (``patch`` -> ``patch_size``, ``labeled_batch`` -> ...)."""
+    return {
+        "n_filters": n_filters,
+        "feature_dim": feature_dim,
+        "norm": norm,
+        "patch_size": [int(p) for p in patch],
+        "labeled_batch_size": labeled_batch,
+        "unlabeled_batch_size": unlabeled_batch,
+    }
+
+
+def method_arguments(
+    device: str,
+    threads: int | None,
+    patch: int | str | Sequence[int],
+    n_filters: int,
+    feature_dim: int,
+    norm: str,
+    labeled_batch: int,
+    unlabeled_batch: int,
+    **counts: int,
+) -> tuple[torch.device, tuple[int, int, int], dict[str, Any]]:
+    """Check the flags of a benchmark of the method; the device, the patch and the flags as the bundle's overrides.
+
+    ``counts`` (repeats, iterations...) must be positive integers too.
+    """
+    dev, patch_t = step_arguments(
+        device, threads, patch, n_filters=n_filters, feature_dim=feature_dim, labeled_batch=labeled_batch,
+        unlabeled_batch=unlabeled_batch, **counts,
+    )  # fmt: skip
+    return dev, patch_t, method_overrides(n_filters, feature_dim, norm, patch_t, labeled_batch, unlabeled_batch)
+
+
+@dataclass
+class BundleMethod:
+    """The bundle's ``network`` (on the device), ``objective`` and ``optimizer``, and the parser they came from."""
+
+    network: nn.Module
+    objective: nn.Module
+    optimizer: torch.optim.Optimizer
+    parser: ConfigParser
+
+
+def build_method(
+    device: torch.device, overrides: Mapping[str, Any] | None = None, overlays: Sequence[str] = ()
+) -> BundleMethod:
+    """Resolve the bundle's network, objective and optimizer on ``device``, without its data.
+
+    The ramp-up lengths of the objective are taken for a run of the configured ``iterations`` (the bundle would
+    count the labeled loader's batches only when a tool asks for epochs), so no data set is read or written.
+    """
+    parser = _method_parser(device, overrides, overlays)
+    network = parser.get_parsed_content("network")
+    objective = parser.get_parsed_content("objective")
+    optimizer = parser.get_parsed_content("optimizer")
+    return BundleMethod(network, objective, optimizer, parser)
+
+
+def build_inferer(overrides: Mapping[str, Any] | None = None) -> Any:
+    """The bundle's ``inferer`` (the sliding window of validation and evaluation) after ``overrides``."""
+    return bundle_parser(overrides).get_parsed_content("inferer")
+
+
+def build_objective(
+    device: torch.device, overrides: Mapping[str, Any] | None = None, overlays: Sequence[str] = ()
+) -> nn.Module:
+    """The bundle's ``objective`` alone (e.g. an ablation row's, with its overlay), as :func:`build_method` makes it."""
+    return _method_parser(device, overrides, overlays).get_parsed_content("objective")
+
+
+def _method_parser(
+    device: torch.device, overrides: Mapping[str, Any] | None, overlays: Sequence[str]
+) -> ConfigParser:
+    parser = bundle_parser({"device": f"$torch.device('{device}')", **(overrides or {})}, overlays)
+    if parser.get("run_iterations") is not None:  # a run of the configured length: no data loader to count
+        parser["run_iterations"] = "@iterations"
+    return parser
+
+
+def make_batch(batch_size: int, patch: Sequence[int], labeled: bool = True) -> dict[str, torch.Tensor]:
+    """A batch of noisy bright ellipsoids: ``image`` (B, 1, *patch) and, if ``labeled``, ``label`` (B, 1, *patch).
+
+    Draws from torch's global generator: seed it (``torch.manual_seed``) for identical batches.
+    """
+    axes = [torch.linspace(-1.0, 1.0, int(s)) for s in patch]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))  # (3, *patch)
+    images, labels = [], []
+    for _ in range(batch_size):
+        centre = (torch.rand(3) - 0.5) * 0.6
+        radii = 0.25 + 0.3 * torch.rand(3)
+        inside = (((grid - centre.view(3, 1, 1, 1)) / radii.view(3, 1, 1, 1)) ** 2).sum(0) <= 1.0
+        label = inside.float()[None]
+        images.append(label + 0.3 * torch.randn_like(label))
+        labels.append(label)
+    batch = {"image": torch.stack(images)}
+    if labeled:
+        batch["label"] = torch.stack(labels)
+    return batch
+
+
+def batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch with every tensor on ``device``."""
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@dataclass
+class TrainingSetup:
+    """What a timed training loop needs: the bundle's network, optimizer and objective, and in-memory batches."""
+
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    objective: nn.Module
+    labeled: list[dict[str, torch.Tensor]]
+    unlabeled: list[dict[str, torch.Tensor]]
+
+
+def training_setup(
+    device: torch.device, overrides: Mapping[str, Any], num_batches: int, seed: int
+) -> TrainingSetup:
+    """The bundle's method (see :func:`build_method`) and ``num_batches`` synthetic labeled and unlabeled batches.
+
+    The batch sizes and the patch are the bundle's (``labeled_batch_size``, ``unlabeled_batch_size``,
+    ``patch_size`` after ``overrides``).
+    """
+    torch.manual_seed(seed)
+    method = build_method(device, overrides)
+    parsed = functools.partial(method.parser.get_parsed_content)
+    patch, n_l, n_u = parsed("patch_size"), parsed("labeled_batch_size"), parsed("unlabeled_batch_size")
+    to = functools.partial(batch_to, device=device)
+    labeled = [to(make_batch(n_l, patch)) for _ in range(num_batches)]
+    unlabeled = [to(make_batch(n_u, patch, labeled=False)) for _ in range(num_batches)]
+    return TrainingSetup(method.network, method.optimizer, method.objective, labeled, unlabeled)
+
+
+def copy_setup(setup: TrainingSetup) -> TrainingSetup:
+    """An independent network, optimizer and objective with the same state, sharing the batches."""
+    network = copy.deepcopy(setup.network)
+    optimizer = type(setup.optimizer)(network.parameters(), **setup.optimizer.defaults)
+    return TrainingSetup(network, optimizer, copy.deepcopy(setup.objective), setup.labeled, setup.unlabeled)
