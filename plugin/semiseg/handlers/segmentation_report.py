@@ -1,4 +1,20 @@
-"""Per-case segmentation metrics in millimetres, written as CSV, JSON summary, a printed table and a PNG."""
+"""Per-case segmentation metrics in millimetres, written as CSV, JSON summary, a printed table and a PNG.
+
+Surface distances come in two conventions, reported side by side under distinct names so that nobody compares one
+with the other:
+
+- ``hd95_monai`` / ``asd_monai``: MONAI's ``compute_hausdorff_distance(percentile=95)`` (the larger of the two
+  directed 95th percentiles) and ``compute_average_surface_distance(symmetric=True)`` (the mean over the surface
+  voxels of both masks, each to the other's surface).
+- ``hd95_medpy`` / ``asd_medpy``: medpy's ``medpy.metric.binary.hd95`` (the 95th percentile of both directed
+  surface distances pooled) and ``asd`` (the mean distance from the prediction's surface to the reference's, one
+  direction). These are the figures of the semi-supervised LA / Pancreas-CT / BraTS papers (UA-MT, SASSNet, DTC,
+  MC-Net and their successors all evaluate with medpy), which report them in voxels.
+
+Both come from one call of MONAI's ``get_edge_surface_distance`` per class (the same surface voxels and Euclidean
+distance transform as medpy's); distances are in mm when the label carries its spacing, in voxels otherwise, and the
+column names say which (``hd95_medpy_mm_<class>`` or ``hd95_medpy_vox_<class>``).
+"""
 
 from __future__ import annotations
 
@@ -11,20 +27,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance, compute_iou
+from monai.metrics import compute_dice, compute_iou
+from monai.metrics.utils import get_edge_surface_distance
 from monai.utils import min_version, optional_import
 
 from semiseg.visualize import plot_segmentation_slices
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
-__all__ = ["SegmentationReportHandler", "METRIC_NAMES", "segmentation_metrics"]
+__all__ = [
+    "SegmentationReportHandler",
+    "METRIC_NAMES",
+    "DISTANCE_METRICS",
+    "segmentation_metrics",
+    "surface_distance_metrics",
+]
 
-METRIC_NAMES = ("dice", "jaccard", "hd95", "asd")
+DISTANCE_METRICS = ("hd95_monai", "asd_monai", "hd95_medpy", "asd_medpy")
+METRIC_NAMES = ("dice", "jaccard", *DISTANCE_METRICS)
 
 
 def segmentation_metrics(pred: torch.Tensor, label: torch.Tensor, spacing: Any = None) -> dict[str, list[float]]:
-    """Dice, Jaccard, 95 % Hausdorff distance and average (symmetric) surface distance of one case.
+    """Dice, Jaccard and the surface distances of one case in both conventions (see the module docstring).
 
     Args:
         pred: one-hot prediction (C, *spatial).
@@ -32,17 +56,42 @@ def segmentation_metrics(pred: torch.Tensor, label: torch.Tensor, spacing: Any =
         spacing: voxel size in mm (distances in mm); None measures in voxels.
 
     Returns:
-        each metric name mapped to one value per foreground class (background excluded).
+        each name of ``METRIC_NAMES`` mapped to one value per foreground class (background excluded); a distance is
+        NaN when the prediction or the reference of that class is empty.
     """
     y_pred, y = pred[None].float(), label[None].float()
     sp = None if spacing is None else [float(s) for s in spacing]
-    values = {
-        "dice": compute_dice(y_pred, y, include_background=False),
-        "jaccard": compute_iou(y_pred, y, include_background=False),
-        "hd95": compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95, spacing=sp),
-        "asd": compute_average_surface_distance(y_pred, y, include_background=False, symmetric=True, spacing=sp),
+    values: dict[str, list[float]] = {
+        "dice": [float(x) for x in compute_dice(y_pred, y, include_background=False).reshape(-1)],
+        "jaccard": [float(x) for x in compute_iou(y_pred, y, include_background=False).reshape(-1)],
+        **{name: [] for name in DISTANCE_METRICS},
     }
-    return {k: [float(x) for x in v.reshape(-1)] for k, v in values.items()}
+    for c in range(1, pred.shape[0]):
+        for name, value in surface_distance_metrics(pred[c], label[c], sp, class_index=c).items():
+            values[name].append(value)
+    return values
+
+
+def surface_distance_metrics(
+    pred: torch.Tensor, label: torch.Tensor, spacing: list[float] | None = None, class_index: int = -1
+) -> dict[str, float]:
+    """HD95 and ASD of one binary mask pair ``(*spatial)`` in MONAI's and in medpy's conventions.
+
+    The directed distances come from MONAI's ``get_edge_surface_distance``; NaN when either mask is empty.
+    """
+    _, (pred_to_ref, ref_to_pred), _ = get_edge_surface_distance(
+        pred.float(), label.float(), spacing=spacing, symmetric=True, class_index=class_index
+    )
+    pred_to_ref, ref_to_pred = pred_to_ref.double().reshape(-1), ref_to_pred.double().reshape(-1)
+    if not (bool(pred.any()) and bool(label.any())) or pred_to_ref.numel() == 0 or ref_to_pred.numel() == 0:
+        return dict.fromkeys(DISTANCE_METRICS, math.nan)
+    pooled = torch.cat([pred_to_ref, ref_to_pred])
+    return {
+        "hd95_monai": float(torch.maximum(torch.quantile(pred_to_ref, 0.95), torch.quantile(ref_to_pred, 0.95))),
+        "asd_monai": float(pooled.mean()),
+        "hd95_medpy": float(torch.quantile(pooled, 0.95)),
+        "asd_medpy": float(pred_to_ref.mean()),
+    }
 
 
 class SegmentationReportHandler:
@@ -92,9 +141,11 @@ class SegmentationReportHandler:
             spacing = getattr(label, "pixdim", None)
             name = _case_name(item)
             row: dict[str, Any] = {"case": name}
+            unit = "vox" if spacing is None else "mm"
             for metric, values in segmentation_metrics(pred, label, spacing).items():
+                column = f"{metric}_{unit}" if metric in DISTANCE_METRICS else metric
                 for cls, value in zip(self.class_names, values):
-                    row[f"{metric}_{cls}"] = value
+                    row[f"{column}_{cls}"] = value
             self.rows.append(row)
             if len(self._slices) < self.plot_cases:
                 image = item["image"][0].detach().cpu().numpy()
@@ -136,8 +187,7 @@ class SegmentationReportHandler:
         """The summary as a Markdown table: one row per metric and class, mean +- std."""
         lines = [f"| metric ({len(self.rows)} cases) | mean | std |", "|---|---|---|"]
         for key, stats in summary.items():
-            unit = " (mm)" if key.startswith(("hd95", "asd")) else ""
-            lines.append(f"| {key}{unit} | {stats['mean']:.4f} | {stats['std']:.4f} |")
+            lines.append(f"| {key} | {stats['mean']:.4f} | {stats['std']:.4f} |")
         return "\n".join(lines)
 
 
