@@ -115,7 +115,7 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
 
 def test_write_dataset_layout_content_and_idempotence(tmp_path, monkeypatch, caplog) -> None:
     out = tmp_path / "phantoms"
-    with caplog.at_level(logging.INFO, logger="semiseg.data.phantoms"):
+    with caplog.at_level(logging.DEBUG, logger="semiseg.data.phantoms"):
         datalist = write_phantom_dataset(out, num_train=3, num_test=1, kind="la", seed=5, shape=SMALL)
     assert datalist == out / "datalist.json"
     assert "phantom 4/4" in caplog.text

@@ -86,3 +86,42 @@ def test_handler_writes_both_conventions_with_units(tmp_path) -> None:
     assert summary["hd95_medpy_mm_la"]["mean"] == pytest.approx(expected, rel=1e-5)
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("case,dice_la,jaccard_la,hd95_monai_mm_la")
+
+
+def _report(tmp_path, dices: list[float], plot_cases: int = 3) -> SegmentationReportHandler:
+    """A handler fed cases whose prediction covers a fraction of a reference slab, for the given Dice values."""
+    handler = SegmentationReportHandler(str(tmp_path), class_names=("la",), plot_cases=plot_cases)
+
+    class _Engine:
+        class state:  # noqa: N801
+            output: list = []
+
+    handler._reset(_Engine())
+    for i, dice in enumerate(dices):
+        ref = np.zeros((16, 16, 8), dtype=bool)
+        ref[:, :8] = True  # 1024 voxels
+        pred = np.zeros_like(ref)
+        pred[:, : int(round(8 * dice / (2 - dice)))] = True  # a sub-slab: Dice = 2k / (k + 8) for k columns
+        image = MetaTensor(torch.rand(1, *ref.shape), meta={"filename_or_obj": f"/x/case_{i}.nii.gz"})
+        _Engine.state.output = [{"pred": _one_hot(pred), "label": _one_hot(ref), "image": image}]
+        handler._collect(_Engine())
+    return handler
+
+
+def test_png_shows_worst_median_and_best_case_with_their_dice(tmp_path) -> None:
+    handler = _report(tmp_path, [0.8, 0.2, 1.0, 0.6, 0.4])
+    picked = handler.plotted_cases()
+    assert [(handler.rows[i]["case"], role) for i, role in picked] == [
+        ("case_1", "worst"), ("case_3", "median"), ("case_2", "best")
+    ]  # fmt: skip
+    titles = [title for title, _ in handler._plot_rows()]
+    assert titles[0].startswith("worst: case_1 Dice 0.") and titles[2] == "best: case_2 Dice 1.000"
+    handler._write(type("E", (), {"state": None})())
+    assert (tmp_path / "slices.png").stat().st_size > 1000
+
+
+def test_plot_cases_zero_keeps_no_slices_and_writes_no_png(tmp_path) -> None:
+    handler = _report(tmp_path, [0.5, 0.9], plot_cases=0)
+    assert handler.plotted_cases() == [] and handler._slices == []
+    handler._write(type("E", (), {"state": None})())
+    assert (tmp_path / "metrics.csv").is_file() and not (tmp_path / "slices.png").exists()

@@ -200,7 +200,7 @@ def write_phantom_dataset(
             save_volume(label, out / label_dir / name, affine=affine)
             entries[split].append({"image": f"{image_dir}/{name}", "label": f"{label_dir}/{name}"})
             done += 1
-            logger.info("phantom %d/%d (%s, seed %d): %d label voxels", done, total, split, case_seed, label.sum())
+            logger.debug("phantom %d/%d (%s, seed %d): %d label voxels", done, total, split, case_seed, label.sum())
     datalist_path = write_datalist(
         out,
         training=entries["train"],

@@ -31,7 +31,7 @@ from monai.metrics import compute_dice, compute_iou
 from monai.metrics.utils import get_edge_surface_distance
 from monai.utils import min_version, optional_import
 
-from semiseg.visualize import plot_segmentation_slices
+from semiseg.visualize import axial_slices, plot_slice_rows
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
@@ -103,7 +103,9 @@ class SegmentationReportHandler:
     Args:
         output_dir: where ``metrics.csv``, ``summary.json`` and ``slices.png`` go.
         class_names: names of the foreground classes, for the column headers.
-        plot_cases: how many cases the PNG shows.
+        plot_cases: how many cases the PNG shows, chosen by their Dice (the mean over the foreground classes) spread
+            evenly from the worst to the best: 3 shows the worst, the median and the best case, each with its Dice
+            in the title; 0 writes no PNG.
         name: logger name.
     """
 
@@ -111,7 +113,7 @@ class SegmentationReportHandler:
         self,
         output_dir: str,
         class_names: tuple[str, ...] = ("foreground",),
-        plot_cases: int = 4,
+        plot_cases: int = 3,
         name: str = "semiseg.report",
     ) -> None:
         if plot_cases < 0:
@@ -121,7 +123,7 @@ class SegmentationReportHandler:
         self.plot_cases = plot_cases
         self.logger = logging.getLogger(name)
         self.rows: list[dict[str, Any]] = []
-        self._slices: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._slices: list[list] = []  # per case (in row order): its axial slices, kept for the PNG
 
     def attach(self, engine: Any) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -147,9 +149,9 @@ class SegmentationReportHandler:
                 for cls, value in zip(self.class_names, values):
                     row[f"{column}_{cls}"] = value
             self.rows.append(row)
-            if len(self._slices) < self.plot_cases:
+            if self.plot_cases:
                 image = item["image"][0].detach().cpu().numpy()
-                self._slices.append((name, image, _labels(label), _labels(pred)))
+                self._slices.append(axial_slices(image, _labels(label), _labels(pred)))
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean, std (over cases, NaN-skipping) and count of every metric column."""
@@ -180,8 +182,29 @@ class SegmentationReportHandler:
             json.dumps({"cases": len(self.rows), "metrics": summary}, indent=2) + "\n"
         )
         if self._slices:
-            plot_segmentation_slices(self._slices, self.output_dir / "slices.png")
+            plot_slice_rows(self._plot_rows(), self.output_dir / "slices.png")
         self.logger.info("\n" + self.table(summary))
+
+    def plotted_cases(self) -> list[tuple[int, str]]:
+        """``(row index, role)`` of the cases the PNG shows, worst first: ``plot_cases`` cases spread evenly over the
+        ranking by Dice (cases whose Dice is NaN, an empty ground truth, are shown only when no other is left)."""
+        dice = [_mean_dice(row) for row in self.rows]
+        ranked = sorted((i for i, d in enumerate(dice) if math.isfinite(d)), key=lambda i: dice[i])
+        ranked = ranked or list(range(len(self.rows)))
+        if not ranked or not self.plot_cases:
+            return []
+        ranks = sorted(set(np.linspace(0, len(ranked) - 1, self.plot_cases).round().astype(int).tolist()))
+        roles = {0: "worst", len(ranked) - 1: "best"}
+        if self.plot_cases == 3 and len(ranks) == 3:
+            roles[ranks[1]] = "median"
+        return [(ranked[r], roles.get(r, f"rank {r + 1}/{len(ranked)}")) for r in ranks]
+
+    def _plot_rows(self) -> list[tuple[str, list]]:
+        rows = []
+        for index, role in self.plotted_cases():
+            row = self.rows[index]
+            rows.append((f"{role}: {row['case']} Dice {_mean_dice(row):.3f}", self._slices[index]))
+        return rows
 
     def table(self, summary: dict[str, dict[str, float]]) -> str:
         """The summary as a Markdown table: one row per metric and class, mean +- std."""
@@ -189,6 +212,11 @@ class SegmentationReportHandler:
         for key, stats in summary.items():
             lines.append(f"| {key} | {stats['mean']:.4f} | {stats['std']:.4f} |")
         return "\n".join(lines)
+
+
+def _mean_dice(row: dict[str, Any]) -> float:
+    values = [v for k, v in row.items() if k.startswith("dice_") and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
 
 
 def _labels(one_hot: torch.Tensor) -> np.ndarray:
