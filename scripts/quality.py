@@ -46,6 +46,7 @@ ROW_NAMES = {
     "no_consistency": "full method without prediction consistency",
     "no_contrastive": "full method without prototype contrast",
     "no_cross_reliable": "full method without cross-reliable supervision",
+    "no_dropout_teacher": "full method, pseudo-labels from a pass without dropout",
 }
 
 __all__ = ["run_quality", "ALLOCATOR_ENV"]
