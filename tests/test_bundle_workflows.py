@@ -72,21 +72,6 @@ def test_overlays_only_touch_top_level_keys_of_train_json() -> None:
             assert root in train or key in ("phantom_dir", "input_dir") or key.startswith("phantom_"), (overlay, key)
 
 
-def test_logging_conf_hides_ignite_epoch_lines_but_not_warnings() -> None:
-    code = (
-        "import logging, logging.config; from ignite.engine import Engine, Events\n"
-        f"logging.config.fileConfig({str(CONFIGS / 'logging.conf')!r}, disable_existing_loggers=False)\n"
-        "engine = Engine(lambda e, b: None)\n"
-        "engine.add_event_handler(Events.COMPLETED, lambda e: e.logger.warning('a warning still shows'))\n"
-        "engine.run([0, 1], max_epochs=3)\n"
-        "logging.getLogger('semiseg.report').info('own INFO lines still show')\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "Epoch[" not in result.stdout and "Engine run" not in result.stdout
-    assert "a warning still shows" in result.stdout and "own INFO lines still show" in result.stdout
-
-
 def test_missing_dataset_stops_at_once_with_directions(tmp_path) -> None:
     result = bundle_run(TRAIN, dataset_dir=str(tmp_path), timeout=300)
     assert result.returncode != 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .progress import ProgressBarHandler
+from .progress import EpochCompleteFilter, ProgressBarHandler
 from .segmentation_report import (
     DISTANCE_METRICS,
     METRIC_NAMES,
@@ -14,6 +14,7 @@ from .training_state import RandomState, TrainingStateHandler, find_resume_check
 
 __all__ = [
     "DISTANCE_METRICS",
+    "EpochCompleteFilter",
     "METRIC_NAMES",
     "ProgressBarHandler",
     "RandomState",
