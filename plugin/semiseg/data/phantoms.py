@@ -544,7 +544,8 @@ class _LAStyle:
     """Ranges of the per-case draws of the left atrium phantom, and the fixed values that ``"la_varied"`` varies.
 
     The defaults are the ``"la"`` kind's (its draws, in the same order, so its volumes are unchanged); ranges are
-    ``(low, high)`` of ``rng.uniform``; the last four fields are values, neutral by default.
+    ``(low, high)`` of ``rng.uniform`` (of ``rng.integers`` for ``num_veins``); the last three fields are values,
+    neutral by default.
     """
 
     size: tuple[float, float] = (0.85, 1.15)
@@ -556,10 +557,10 @@ class _LAStyle:
     lookalike: tuple[float, float] = (0.85, 1.12)
     bias: tuple[float, float] = (0.1, 0.3)
     noise: tuple[float, float] = (0.03, 0.08)
+    num_veins: tuple[int, int] = (2, 5)  # rng.integers(low, high): 2-4 veins
     elongation: float = 1.0  # the atrium's long axis times this, the other two divided by its square root
     gamma: float = 1.0  # intensity response: image ** gamma (relative to the blood pool's level)
     lookalike_spread: float = 0.0  # extra contrast of each look-alike pool: x exp(+-spread), drawn per pool
-    num_veins: tuple[int, int] = (2, 5)
 
 
 _LA_STYLE = _LAStyle()
