@@ -8,6 +8,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py inference [--volume 80,80,48] [--stride 10,10,2] [--train_iterations 100] ...
     python scripts/benchmark.py data      [--batches 8] [--num_workers 0] [--overrides '{"num_labeled": 4}'] ...
     python scripts/benchmark.py quality   --rows supervised,full --seeds 0,1,2 --budgets 2,4   (scripts/quality.py)
+    python scripts/benchmark.py quality   --protocol label_limited [--seeds 0,1,2,3,4] [--iterations 1200]  (the same)
     python scripts/benchmark.py alignment --checkpoint RUN/models/model.pt         (scripts/term_alignment.py)
 
 Every command runs the variants it compares in one process, interleaved (A, B, A, B, ...), after one warm-up

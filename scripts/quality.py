@@ -16,6 +16,15 @@ number of labeled cases) and ``quality.json`` under ``output_dir``, and prints t
 Usage::
 
     python scripts/benchmark.py quality --rows supervised,full --seeds 0,1,2 --budgets 4 --output_dir output/quality
+
+``--protocol label_limited`` runs the label-limited benchmark instead (see ``PROTOCOLS``): the ``la_varied``
+phantoms (40 training, 8 validation, 24 test cases), longer runs, and a table of per-seed values, mean, std and the
+paired difference of each row against supervised-only with its standard error, on validation (the cases every
+choice is made on) and on test (read once per run, at its last iteration, for the table)::
+
+    python scripts/benchmark.py quality --protocol label_limited --output_dir output/label_limited
+    python scripts/benchmark.py quality --protocol label_limited --rows supervised,fully_supervised --seeds 0 \\
+        --iterations 1200 --parallel 1 --threads 1 --output_dir output/label_limited
 """
 
 from __future__ import annotations
@@ -46,9 +55,26 @@ ROW_NAMES = {
     "no_consistency": "full method without prediction consistency",
     "no_contrastive": "full method without prototype contrast",
     "no_cross_reliable": "full method without cross-reliable supervision",
+    "no_dropout_teacher": "full method, pseudo-labels from a pass without dropout",
 }
 
-__all__ = ["run_quality", "ALLOCATOR_ENV"]
+__all__ = ["run_quality", "ALLOCATOR_ENV", "PROTOCOLS"]
+
+#: benchmark protocols: the phantom set (kind, cases per split, seed) and the default rows, seeds, label budgets and
+#: run length; every one but the phantom set can be overridden on the command line
+PROTOCOLS: dict[str, dict] = {
+    "label_limited": {
+        "kind": "la_varied",
+        "num_train": 40,
+        "num_validation": 8,
+        "num_test": 24,
+        "phantom_seed": 0,
+        "rows": "supervised,full,fully_supervised",
+        "seeds": "0,1,2,3,4",
+        "budgets": "4",
+        "iterations": 1200,
+    },
+}
 
 # glibc malloc settings for each run: keep freed blocks of up to 32 MiB (the demo's activations) in the heap instead of
 # returning them to the kernel after every iteration. The results are bit-identical; a demo training step takes about
@@ -66,10 +92,23 @@ def _as_list(value: str | int | Sequence, cast: type = str) -> list:
     return [cast(v) for v in str(value).split(",") if str(v).strip()]
 
 
-def _run_one(out: Path, row: str, budget: int | None, seed: int, phantom_dir: Path, threads: int, extra: dict) -> Path:
+def _run_one(
+    out: Path,
+    row: str,
+    budget: int | None,
+    seed: int,
+    phantom_dir: Path,
+    threads: int,
+    extra: dict,
+    protocol: str | None = None,
+) -> Path:
     summary = out / "summary.json"
     settings = {"row": row, "budget": budget, "seed": seed, "overrides": _jsonable(extra)}
+    if protocol is not None:
+        settings["protocol"] = protocol
     if summary.is_file() and _settings(out) == settings:
+        if protocol is not None:
+            _validate_one(out, phantom_dir, threads, extra)
         return summary
     if (out / "run.json").is_file() and _settings(out) != settings:
         raise RuntimeError(
@@ -95,6 +134,34 @@ def _run_one(out: Path, row: str, budget: int | None, seed: int, phantom_dir: Pa
         result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     if result.returncode != 0 or not summary.is_file():
         raise RuntimeError(f"run {out.name} failed (exit {result.returncode}); see {out / 'run.log'}")
+    if protocol is not None:
+        _validate_one(out, phantom_dir, threads, extra)
+    return summary
+
+
+def _validate_one(out: Path, phantom_dir: Path, threads: int, extra: dict) -> Path:
+    """The run's final checkpoint scored on the validation list (``evaluate.json``), under ``<run>/validation``."""
+    summary = out / "validation" / "summary.json"
+    if summary.is_file():
+        return summary
+    configs = [BUNDLE / "configs" / n for n in ("train.json", "evaluate.json", "demo.json")]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", str([str(c) for c in configs]),
+        "--bundle_root", str(BUNDLE),
+        "--output_dir", str(out / "validation"),
+        "--ckpt_dir", str(out / "models"),
+        "--phantom_dir", str(phantom_dir),
+        "--test#dataset#data", "$@split.validation",
+    ]  # fmt: skip
+    for key, value in extra.items():
+        cmd += [f"--{key}", str(value)]
+    env = {**ALLOCATOR_ENV, **os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    (out / "validation").mkdir(parents=True, exist_ok=True)
+    with open(out / "validation" / "run.log", "w") as log:
+        result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    if result.returncode != 0 or not summary.is_file():
+        raise RuntimeError(f"validation of {out.name} failed (exit {result.returncode}); see {summary.parent / 'run.log'}")
     return summary
 
 
@@ -111,7 +178,8 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
     """Every finished run under ``output_dir`` made with ``overrides``: ``{row: {budget: [record, ...]}}``.
 
     Rows come in the order of ``ROWS`` (others after them), records in seed order; ``budget`` is None for the fully
-    supervised row. A record is ``{"seed", "dice", "hd95"}`` read from the run's ``summary.json``.
+    supervised row. A record is ``{"seed", "dice", "hd95"}`` read from the run's ``summary.json`` (MONAI's HD95),
+    with ``"val_dice"`` when the run was also scored on the validation list (``<run>/validation/summary.json``).
     """
     wanted = _jsonable(overrides)
     found: dict = {}
@@ -121,6 +189,9 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
         if settings.get("overrides") != wanted or not summary.is_file():
             continue
         record = {"seed": settings["seed"], "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}
+        validation = run_json.parent / "validation" / "summary.json"
+        if validation.is_file():
+            record["val_dice"] = _metric(validation, "dice")
         found.setdefault(settings["row"], {}).setdefault(settings["budget"], []).append(record)
     order = {row: i for i, row in enumerate(ROW_NAMES)}  # ROWS first, then the other overlays
     results = {row: found[row] for row in sorted(found, key=lambda r: (order.get(r, len(order)), r))}
@@ -131,8 +202,10 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
 
 
 def _metric(summary: Path, name: str) -> float:
+    """Mean of ``name`` over the cases; ``hd95`` is MONAI's convention (``hd95_monai_*``, or ``hd95_*`` of older runs)."""
     metrics = json.loads(summary.read_text())["metrics"]
-    key = next(k for k in metrics if k.startswith(f"{name}_"))
+    prefixes = ("hd95_monai_", "hd95_") if name == "hd95" else (f"{name}_",)
+    key = next(k for prefix in prefixes for k in metrics if k.startswith(prefix))
     return float(metrics[key]["mean"])
 
 
@@ -151,6 +224,46 @@ def _table(results: dict, budgets: list[int]) -> str:
             hd = np.array([r["hd95"] for r in runs])
             cells += [f"{dice.mean():.3f} +- {dice.std():.3f}", f"{np.nanmean(hd):.1f} +- {np.nanstd(hd):.1f}"]
         lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(cells + ["/".join(seeds) or "-"]) + " |")
+    return "\n".join(lines)
+
+
+def protocol_table(results: dict, budgets: list[int], reference: str = "supervised") -> str:
+    """Per-seed Dice, mean, std and the paired difference against ``reference``, on validation and on test.
+
+    One block per label budget. A row's paired difference uses the seeds it shares with the reference row: mean
+    difference, its standard error (sample std / sqrt(n)), wins out of n, and on test the fraction of the reference
+    to fully-supervised gap that the row closes. Choices are to be made on the validation columns only.
+    """
+    full = {r["seed"]: r for r in (results.get("fully_supervised") or {}).get(None, [])}
+    lines = []
+    for budget in budgets:
+        ref = {r["seed"]: r for r in (results.get(reference) or {}).get(budget, [])}
+        lines += [
+            f"### {budget} labeled (paired against {ROW_NAMES.get(reference, reference)})",
+            "",
+            "| row | split | per seed | mean +- std | paired diff +- s.e. | wins | gap closed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row, per_budget in results.items():
+            runs = per_budget.get(budget) or per_budget.get(None) or []
+            for split, key in (("validation", "val_dice"), ("test", "dice")):
+                values = {r["seed"]: r[key] for r in runs if key in r}
+                if not values:
+                    continue
+                v = np.array(list(values.values()))
+                per_seed = " ".join(f"s{s}:{x:.3f}" for s, x in values.items())
+                cells = [f"{v.mean():.3f} +- {v.std(ddof=1) if v.size > 1 else 0.0:.3f}", "-", "-", "-"]
+                paired = [s for s in values if s in ref and key in ref[s]]
+                if row != reference and paired:
+                    d = np.array([values[s] - ref[s][key] for s in paired])
+                    se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
+                    cells[1] = f"{d.mean():+.3f} +- {se:.3f}"
+                    cells[2] = f"{int((d > 0).sum())}/{d.size}"
+                    bound = [full[s][key] - ref[s][key] for s in paired if s in full and key in full[s]]
+                    if bound and np.mean(bound) > 0 and row != "fully_supervised":
+                        cells[3] = f"{d.mean() / np.mean(bound):.0%}"
+                lines.append(f"| {ROW_NAMES.get(row, row)} | {split} | {per_seed} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -182,27 +295,40 @@ def _plot(results: dict, budgets: list[int], path: Path, total_cases: int) -> No
 
 
 def run_quality(
-    rows: str | Sequence[str] = "supervised,full",
-    seeds: str | Sequence[int] = "0,1,2",
-    budgets: str | Sequence[int] = "4",
+    rows: str | Sequence[str] | None = None,
+    seeds: str | Sequence[int] | None = None,
+    budgets: str | Sequence[int] | None = None,
     output_dir: str = "output/quality",
     parallel: int = 2,
     threads: int | None = None,
     iterations: int | None = None,
+    protocol: str | None = None,
     **overrides: object,
 ) -> dict:
     """Run every (row, label budget, seed) of the LA bundle on phantoms and summarise them.
 
     Args:
-        rows: overlays of ``bundles/la/configs/ablation`` (``fully_supervised`` ignores the budgets).
-        seeds: seeds of network initialisation and sampling; the phantoms stay the same.
-        budgets: numbers of labeled training cases.
+        rows: overlays of ``bundles/la/configs/ablation`` (``fully_supervised`` ignores the budgets); default
+            ``supervised,full``, or the protocol's.
+        seeds: seeds of network initialisation and sampling; the phantoms stay the same. Default ``0,1,2``, or the
+            protocol's.
+        budgets: numbers of labeled training cases; default ``4``, or the protocol's.
         output_dir: where runs and the summary go.
         parallel: runs at a time.
         threads: CPU threads per run; default ``cpu_count // parallel``.
-        iterations: training iterations per run; default the demo's.
+        iterations: training iterations per run; default the demo's, or the protocol's.
+        protocol: None (the demo's LA phantoms, test Dice only) or a name of ``PROTOCOLS``: its phantom set, each
+            run also scored on the validation list after training, and the paired table of
+            :func:`protocol_table` (``quality_<protocol>.md``).
         overrides: further ``--key value`` overrides for every run.
     """
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}.")
+    spec = PROTOCOLS.get(protocol or "", {})
+    rows = rows if rows is not None else spec.get("rows", "supervised,full")
+    seeds = seeds if seeds is not None else spec.get("seeds", "0,1,2")
+    budgets = budgets if budgets is not None else spec.get("budgets", "4")
+    iterations = iterations if iterations is not None else spec.get("iterations")
     rows_l, seeds_l, budgets_l = _as_list(rows), _as_list(seeds, int), _as_list(budgets, int)
     unknown = [r for r in rows_l if not (BUNDLE / "configs" / "ablation" / f"{r}.json").is_file()]
     if unknown or not rows_l or not seeds_l or not budgets_l:
@@ -218,10 +344,22 @@ def run_quality(
     demo = json.loads((BUNDLE / "configs" / "demo.json").read_text())
     from semiseg.data import write_phantom_dataset
 
-    write_phantom_dataset(
-        phantom_dir, num_train=demo["phantom_train_cases"], num_test=demo["phantom_test_cases"], kind="la",
-        seed=demo["phantom_seed"],
-    )  # fmt: skip
+    if protocol is None:
+        write_phantom_dataset(
+            phantom_dir, num_train=demo["phantom_train_cases"], num_test=demo["phantom_test_cases"], kind="la",
+            seed=demo["phantom_seed"],
+        )  # fmt: skip
+        total_cases = demo["phantom_train_cases"]
+    else:
+        datalist = write_phantom_dataset(
+            phantom_dir, num_train=spec["num_train"], num_test=spec["num_test"], kind=spec["kind"],
+            seed=spec["phantom_seed"], num_validation=spec["num_validation"],
+        )  # fmt: skip
+        total_cases = spec["num_train"]
+        # the runs read this datalist (not the demo's phantoms); the validation list is scored once, after training
+        # (_validate_one), so the trainer's own validation is moved past the end of the run
+        extra = {"datalist": str(datalist), "dataset_dir": str(phantom_dir), **extra}
+        extra.setdefault("val_interval", int(extra.get("iterations") or demo["iterations"]) + 1)
     jobs = []
     for row in rows_l:
         for budget in [None] if row == "fully_supervised" else budgets_l:
@@ -233,7 +371,7 @@ def run_quality(
 
     def work(job: tuple) -> None:
         row, budget, seed, run_dir = job
-        summary = _run_one(run_dir, row, budget, seed, phantom_dir, threads, extra)
+        summary = _run_one(run_dir, row, budget, seed, phantom_dir, threads, extra, protocol)
         print(f"  done {run_dir.name}: Dice {_metric(summary, 'dice'):.3f} ({time.time() - start:.0f} s)", flush=True)
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -241,8 +379,10 @@ def run_quality(
     results = collect_runs(out, extra)
     all_budgets = sorted({b for per_budget in results.values() for b in per_budget if b is not None})
     table = _table(results, all_budgets)
-    (out / "quality.md").write_text(table + "\n")
-    _plot(results, all_budgets, out / "quality.png", total_cases=demo["phantom_train_cases"])
+    if protocol is not None:
+        table = protocol_table(results, all_budgets)
+    (out / ("quality.md" if protocol is None else f"quality_{protocol}.md")).write_text(table + "\n")
+    _plot(results, all_budgets, out / "quality.png", total_cases=total_cases)
     record = {
         "benchmark": "quality",
         "figures": [
@@ -250,7 +390,7 @@ def run_quality(
              "std": float(np.std([r["dice"] for r in runs])), "unit": "Dice", "seeds": [r["seed"] for r in runs]}
             for row, per_budget in results.items() for b, runs in per_budget.items()
         ],
-        "config": {"rows": list(results), "budgets": all_budgets, "overrides": extra,
+        "config": {"rows": list(results), "budgets": all_budgets, "overrides": extra, "protocol": protocol,
                    "wall_s": round(time.time() - start, 1)},
     }  # fmt: skip
     (out / "quality.json").write_text(json.dumps(record, indent=2) + "\n")

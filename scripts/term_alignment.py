@@ -15,7 +15,11 @@ of the unlabeled volumes. For each term it reports
 
 It also reports how good the pseudo-labels are where the objective's reliability masks send them: the accuracy of
 the fused pseudo-label on reliable and on uncertain voxels, and its foreground precision on each (uncertain voxels
-are the anchors of the prototype contrast).
+are the anchors of the prototype contrast). These come from three passes over the same unlabeled crops, so that
+dropout noise and network error can be told apart: the training-mode forward (dropout on, what the default
+objective teaches from; no suffix), the pass without dropout of ``pseudo_label_pass="no_dropout"``
+(``_no_dropout``: normalisation as in training) and the eval-mode forward (``_eval``: no dropout, batch norm on its
+running statistics; the same as ``_no_dropout`` with instance norm).
 
 Usage (from the repository root)::
 
@@ -125,6 +129,7 @@ def run_alignment(
         the JSON object printed last.
     """
     from benchmarks.report import BenchmarkReport
+    from semiseg.engines import no_dropout_logits
     from semiseg.losses import compute_reliability
 
     if isinstance(overrides, str):
@@ -161,7 +166,8 @@ def run_alignment(
         image_l, label = _batch(pairs, transform)
         image_u, truth = _batch(volumes, transform)
         outputs = network(torch.cat([image_l, image_u]))
-        terms = objective(outputs, label, iteration)
+        teacher = no_dropout_logits(network, image_u)
+        terms = objective(outputs, label, iteration, teacher if objective.needs_teacher_pass else None)
         u_a, u_b = outputs["logits_a"][n_l:].float(), outputs["logits_b"][n_l:].float()
         oracle = F.cross_entropy(u_a, truth[:, 0]) + F.cross_entropy(u_b, truth[:, 0])
         params = [p for p in network.parameters() if p.requires_grad]
@@ -176,12 +182,17 @@ def run_alignment(
             ratios.setdefault(name, []).append(float(g.norm() / g_oracle.norm().clamp_min(1e-12)))
         with torch.no_grad():
             percentile = float(terms["percentile"]) if "percentile" in terms else 20.0
-            masks = compute_reliability(
-                torch.softmax(u_a, 1), torch.softmax(u_b, 1), percentile,
-                class_balanced=objective.class_balanced_reliability,
-            )  # fmt: skip
-            for key, value in _pseudo_label_quality(masks, truth).items():
-                quality.setdefault(key, []).append(value)
+            network.eval()
+            passes = {"": (u_a, u_b), "_no_dropout": (teacher["logits_a"], teacher["logits_b"])}
+            passes["_eval"] = network.forward_branches(image_u)
+            network.train()
+            for suffix, (p_a, p_b) in passes.items():
+                masks = compute_reliability(
+                    torch.softmax(p_a.float(), 1), torch.softmax(p_b.float(), 1), percentile,
+                    class_balanced=objective.class_balanced_reliability,
+                )  # fmt: skip
+                for key, value in _pseudo_label_quality(masks, truth).items():
+                    quality.setdefault(key + suffix, []).append(value)
 
     report = BenchmarkReport("alignment", statistic="mean")
     report.config = {
@@ -199,6 +210,8 @@ def run_alignment(
         "oracle: cross-entropy of both branches against the hidden labels of the unlabeled volumes; cos > 0: the "
         "term moves the branches the way the true labels would, ~0: unrelated to them, < 0: it teaches errors.",
         "figures are means over the batches; the range is min .. max over batches.",
+        "pseudo-label figures: no suffix from the training-mode forward (dropout on), _no_dropout from the pass "
+        "without dropout (norms as in training), _eval from the eval-mode forward.",
     ]
     return report.print()
 

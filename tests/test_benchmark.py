@@ -10,9 +10,9 @@ import benchmark as cli
 import benchmarks as bench
 import pytest
 import torch
-from monai.inferers import SlidingWindowInferer
 
 from semiseg.bundle import overlap_for_stride
+from semiseg.inferers import ProbabilitySlidingWindowInferer
 
 TINY = {"n_filters": 2, "patch": 32, "repeats": 1}
 
@@ -116,7 +116,8 @@ def test_reference_loop_matches_monai_sliding_window(size):
         return torch.cat([window * 2.0 + mean, peak.expand_as(window)], dim=1)
 
     reference = bench.reference_sliding_window(image, network, patch, stride)
-    inferer = SlidingWindowInferer(patch, sw_batch_size=3, overlap=overlap_for_stride(patch, stride), mode="constant")
+    overlap = overlap_for_stride(patch, stride)
+    inferer = ProbabilitySlidingWindowInferer(patch, sw_batch_size=3, overlap=overlap, mode="constant")
     expected = inferer(image, network)
     assert reference.shape == (1, 2, *size)
     assert torch.allclose(reference, expected, atol=1e-6, rtol=0)
@@ -126,9 +127,14 @@ def test_reference_loop_matches_monai_sliding_window(size):
 
 def test_reference_loop_window_average_by_hand():
     image = torch.arange(4.0).view(1, 1, 4, 1, 1)
-    # windows of 2 along x at stride 1: [0, 1], [1, 2], [2, 3], each giving (-0.5, 0.5); voxels 1 and 2 average two
-    shifted = bench.reference_sliding_window(image, lambda w: w - w.mean(), (2, 1, 1), (1, 1, 1))
-    assert shifted.flatten().tolist() == pytest.approx([-0.5, 0.0, 0.0, 0.5])
+    # windows of 2 along x at stride 1: [0, 1], [1, 2], [2, 3], each giving logits (-0.5, 0.5) against 0, so channel 0
+    # has probabilities (s(-0.5), s(0.5)); voxels 1 and 2 average two windows' probabilities: 0.5, not the geometric 0.485
+    def network(window: torch.Tensor) -> torch.Tensor:
+        return torch.cat([window - window.mean(), torch.zeros_like(window)], dim=1)
+
+    blended = bench.reference_sliding_window(image, network, (2, 1, 1), (1, 1, 1))
+    s = torch.sigmoid(torch.tensor(0.5)).item()
+    assert blended[:, 0].exp().flatten().tolist() == pytest.approx([1 - s, 0.5, 0.5, s])
 
 
 def test_scaled_stride():

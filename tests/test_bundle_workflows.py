@@ -91,7 +91,9 @@ def test_demo_trains_evaluates_and_infers_end_to_end(tmp_path, bundle: str) -> N
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (out / "models" / "model.pt").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["cases"] == 2 and any(k.startswith("hd95_") for k in summary["metrics"])
+    assert summary["cases"] == 2
+    assert any(k.startswith("hd95_monai_mm_") for k in summary["metrics"])
+    assert any(k.startswith("hd95_medpy_mm_") for k in summary["metrics"])
     assert (out / "metrics.csv").read_text().count("\n") == 3 and (out / "slices.png").stat().st_size > 1000
 
     # evaluate.json: the final checkpoint, loaded from disk

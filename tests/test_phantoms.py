@@ -42,7 +42,10 @@ def test_shapes_dtypes_and_label_values(kind: str) -> None:
     assert set(np.unique(label).tolist()) == {0, 1}
     assert np.all(np.isfinite(image))
     assert 0.003 < label.mean() < 0.15  # a structure, neither a speck nor the whole volume
-    np.testing.assert_allclose(np.diag(affine)[:3], spacing)
+    if kind == "la_varied":  # spacing drawn per case around the default
+        assert 1.0 <= affine[0, 0] == affine[1, 1] <= 1.5 and 1.8 <= affine[2, 2] <= 3.2
+    else:
+        np.testing.assert_allclose(np.diag(affine)[:3], spacing)
     # the volume is centred on the world origin
     centre = affine @ np.array([(n - 1) / 2 for n in shape] + [1.0])
     np.testing.assert_allclose(centre[:3], 0.0, atol=1e-9)
@@ -100,7 +103,7 @@ def test_pancreas_is_in_the_unit_window() -> None:
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"kind": "heart"}, "kind must be one of ('la', 'pancreas', 'brats'), got 'heart'"),
+        ({"kind": "heart"}, "kind must be one of ('la', 'pancreas', 'brats', 'la_varied'), got 'heart'"),
         ({"shape": (32, 32)}, "shape must be three integers >= 16 (X, Y, Z voxels), got (32, 32)"),
         ({"shape": (32, 8, 32)}, "shape must be three integers >= 16 (X, Y, Z voxels), got (32, 8, 32)"),
         ({"spacing": (1.0, 0.0, 1.0)}, "spacing must be three positive numbers (X, Y, Z mm), got (1.0, 0.0, 1.0)"),
@@ -115,7 +118,7 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
 
 def test_write_dataset_layout_content_and_idempotence(tmp_path, monkeypatch, caplog) -> None:
     out = tmp_path / "phantoms"
-    with caplog.at_level(logging.INFO, logger="semiseg.data.phantoms"):
+    with caplog.at_level(logging.DEBUG, logger="semiseg.data.phantoms"):
         datalist = write_phantom_dataset(out, num_train=3, num_test=1, kind="la", seed=5, shape=SMALL)
     assert datalist == out / "datalist.json"
     assert "phantom 4/4" in caplog.text
@@ -162,9 +165,9 @@ def test_write_dataset_regenerates_a_missing_file(tmp_path) -> None:
 
 def test_case_seeds_separate_train_and_test_streams() -> None:
     assert phantom_case_seed(0, "train", 0) == phantom_case_seed(0, "train", 0)
-    seeds = {phantom_case_seed(0, split, i) for split in ("train", "test") for i in range(20)}
-    assert len(seeds) == 40
-    with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):
+    seeds = {phantom_case_seed(0, split, i) for split in ("train", "test", "validation") for i in range(20)}
+    assert len(seeds) == 60
+    with pytest.raises(ValueError, match=r"split must be one of \('train', 'test', 'validation'\), got 'val'"):
         phantom_case_seed(0, "val", 0)
 
 
@@ -199,3 +202,44 @@ def test_make_phantoms_script_writes_dataset_and_preview(tmp_path) -> None:
     )
     assert datalist == str(tmp_path / "out" / "datalist.json")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_la_is_unchanged_by_the_varied_kind_and_la_varied_varies_more() -> None:
+    """``"la"`` volumes are what they were before ``"la_varied"`` existed (digest of seed 0), and the varied kind
+    spreads contrast, spacing and chamber size wider than ``"la"`` over the same seeds."""
+    import hashlib
+
+    image, label, affine = make_phantom("la", seed=0)
+    digest = hashlib.md5(image.tobytes() + label.tobytes() + affine.tobytes()).hexdigest()
+    assert digest == "640c58d8e456c4e1465f24165752e405"
+
+    def spread(kind: str) -> tuple[float, float, float]:
+        contrast, volume, spacings = [], [], set()
+        for seed in range(8):
+            image, label, affine = make_phantom(kind, seed=seed, shape=(48, 48, 32))
+            inside, outside = image[label > 0], image[label == 0]
+            contrast.append(float(np.median(inside) / np.percentile(outside, 90)))
+            volume.append(float(label.sum() * np.prod(np.diag(affine)[:3])))
+            spacings.add(tuple(np.diag(affine)[:3]))
+        return float(np.std(contrast)), float(np.std(volume) / np.mean(volume)), float(len(spacings))
+
+    la, varied = spread("la"), spread("la_varied")
+    assert varied[0] > la[0] and varied[1] > la[1]
+    assert la[2] == 1 and varied[2] == 8
+
+
+def test_write_dataset_with_validation_cases(tmp_path) -> None:
+    datalist = write_phantom_dataset(tmp_path, num_train=2, num_test=1, num_validation=2, kind="la_varied", shape=SMALL)
+    content = json.loads(datalist.read_text())
+    assert [len(content[k]) for k in ("training", "validation", "test")] == [2, 2, 1]
+    names = [Path(e["image"]).name for k in ("training", "test", "validation") for e in content[k]]
+    assert len(set(names)) == 5 and names[-1] == "la_varied_phantom_004.nii.gz"
+    assert content["phantom_arguments"]["spacing"] == "per case"
+    validation = make_phantom("la_varied", phantom_case_seed(0, "validation", 1), SMALL)
+    written = nib.load(str(tmp_path / content["validation"][1]["image"]))
+    np.testing.assert_allclose(written.get_fdata(dtype=np.float32), validation[0], rtol=1e-6)
+    # the training cases do not depend on how many validation cases there are
+    other = write_phantom_dataset(tmp_path / "b", num_train=2, num_test=1, kind="la_varied", shape=SMALL)
+    first = json.loads(other.read_text())["training"][0]["image"]
+    a = nib.load(str(tmp_path / "b" / first)).get_fdata()
+    np.testing.assert_array_equal(a, nib.load(str(tmp_path / content["training"][0]["image"])).get_fdata())

@@ -84,3 +84,52 @@ def test_runs_get_the_allocator_settings_and_keep_the_users(tmp_path: Path, monk
     assert seen["MALLOC_TRIM_THRESHOLD_"] == quality.ALLOCATOR_ENV["MALLOC_TRIM_THRESHOLD_"]
     assert seen["MALLOC_TOP_PAD_"] == "1234"  # a value the user set wins
     assert seen["OMP_NUM_THREADS"] == "1"
+
+
+def test_protocol_table_pairs_rows_by_seed_on_validation_and_test() -> None:
+    def runs(values: list[tuple[int, float, float]]) -> list[dict]:
+        return [{"seed": s, "dice": t, "hd95": 1.0, "val_dice": v} for s, v, t in values]
+
+    results = {
+        "supervised": {4: runs([(0, 0.70, 0.60), (1, 0.72, 0.62), (2, 0.74, 0.64)])},
+        "full": {4: runs([(0, 0.75, 0.66), (1, 0.76, 0.70), (2, 0.73, 0.66)])},
+        "fully_supervised": {None: runs([(0, 0.90, 0.80), (1, 0.90, 0.82), (2, 0.90, 0.84)])},
+    }
+    table = quality.protocol_table(results, [4])
+    test_row = next(line for line in table.splitlines() if line.startswith("| full method") and "| test |" in line)
+    # test differences 0.06, 0.08, 0.02: mean 0.053, sample std 0.0306, s.e. 0.0176; gap 0.2 on average
+    assert "s0:0.660 s1:0.700 s2:0.660" in test_row
+    assert "| +0.053 +- 0.018 | 3/3 | 27% |" in test_row
+    val_row = next(line for line in table.splitlines() if line.startswith("| full method") and "| validation |" in line)
+    assert "| 2/3 |" in val_row  # seed 2 loses on validation
+    bound = next(line for line in table.splitlines() if line.startswith("| fully supervised") and "| test |" in line)
+    assert bound.endswith("| 3/3 | - |")  # the bound closes no gap of its own
+
+
+def test_protocol_runs_score_the_final_checkpoint_on_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commands: list[list[str]] = []
+
+    def fake_subprocess_run(cmd: list, stdout: object, stderr: object, env: dict, cwd: object) -> object:
+        commands.append(cmd)
+        out = Path(cmd[cmd.index("--output_dir") + 1])
+        (out / "summary.json").write_text(json.dumps({"metrics": {"dice_la": {"mean": 0.5}, "hd95_monai_mm_la": {"mean": 3.0}}}))
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(quality.subprocess, "run", fake_subprocess_run)
+    run_dir = tmp_path / "full_l4_s0"
+    quality._run_one(run_dir, "full", 4, 0, tmp_path / "phantoms", 1, {"iterations": 8}, protocol="label_limited")
+    assert len(commands) == 2
+    validation = commands[1]
+    assert validation[validation.index("--test#dataset#data") + 1] == "$@split.validation"
+    assert validation[validation.index("--ckpt_dir") + 1] == str(run_dir / "models")
+    assert json.loads((run_dir / "run.json").read_text())["protocol"] == "label_limited"
+    # a finished run is neither trained nor validated again
+    quality._run_one(run_dir, "full", 4, 0, tmp_path / "phantoms", 1, {"iterations": 8}, protocol="label_limited")
+    assert len(commands) == 2
+    (run_dir / "validation" / "summary.json").write_text(json.dumps({"metrics": {"dice_la": {"mean": 0.4}, "hd95_monai_mm_la": {"mean": 2.0}}}))
+    assert quality.collect_runs(tmp_path, {"iterations": 8})["full"][4][0]["val_dice"] == 0.4
+
+
+def test_unknown_protocol_is_refused() -> None:
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        quality.run_quality(protocol="everything")

@@ -54,6 +54,11 @@ def test_alignment_reports_every_active_term(tiny_run, capsys):
         assert -1.0 <= figures[f"cos_{term}_vs_oracle"] <= 1.0
         assert figures[f"norm_ratio_{term}_vs_oracle"] > 0.0
     assert not any(name.startswith(("cos_sup", "cos_cross_reliable", "cos_weight")) for name in figures)
+    # pseudo-label quality from the training forward, the pass without dropout and the eval-mode forward; the demo
+    # network has instance norm, so the last two are the same forward
+    for suffix in ("", "_no_dropout", "_eval"):
+        assert 0.0 <= figures[f"pseudo_label_accuracy_reliable{suffix}"] <= 1.0, suffix
+    assert figures["pseudo_label_accuracy_reliable_no_dropout"] == pytest.approx(figures["pseudo_label_accuracy_reliable_eval"])
     # the unlabeled cases of the run are the training phantoms beyond the labeled and validation ones
     assert result["config"]["labeled_cases"] == 2 and result["config"]["hidden_label_cases"] >= 1
 
@@ -96,6 +101,14 @@ def test_alignment_of_a_term_with_the_oracle_itself_is_one(tiny_run, monkeypatch
     assert figures["cos_consistency_vs_oracle"] == pytest.approx(1.0, abs=1e-5)
     assert figures["norm_ratio_consistency_vs_oracle"] == pytest.approx(1.0, abs=1e-5)
     assert figures["cos_cps_vs_oracle"] < 1.0 - 1e-3
+
+
+def test_alignment_of_a_run_with_pseudo_labels_without_dropout(tiny_run):
+    out, overrides = tiny_run
+    configs = [alignment.BUNDLE / "configs" / n for n in ("train.json", "demo.json", "ablation/no_dropout_teacher.json")]
+    result = alignment.run_alignment(str(out / "models" / "model.pt"), config_file=configs, overrides=overrides, batches=1)
+    figures = {f["name"]: f["value"] for f in result["figures"]}
+    assert -1.0 <= figures["cos_cps_vs_oracle"] <= 1.0 and -1.0 <= figures["cos_kl_vs_oracle"] <= 1.0
 
 
 def test_pseudo_label_quality_counts():

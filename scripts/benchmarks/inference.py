@@ -49,20 +49,21 @@ def scaled_stride(
 def reference_sliding_window(
     image: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor], patch: Sequence[int], stride: Sequence[int]
 ) -> torch.Tensor:
-    """The classic stride-based test loop of the LA literature, averaging the network's output over windows.
+    """The classic stride-based test loop of the LA literature, averaging the windows' softmax probabilities.
 
     Pads each spatial axis shorter than the window to the window (zeros, split evenly, as MONAI does), visits
-    windows every ``stride`` voxels with the last one flush to the far edge, sums the network outputs, divides by
-    how many windows covered each voxel and crops the padding away.
+    windows every ``stride`` voxels with the last one flush to the far edge, sums the softmax (over the channel axis)
+    of the network outputs, divides by how many windows covered each voxel, crops the padding away and returns the
+    log of that mean, the form of ``semiseg.inferers.ProbabilitySlidingWindowInferer``'s output.
 
     Args:
         image: ``(1, C_in, X, Y, Z)``.
-        network: maps ``(1, C_in, *patch)`` to ``(1, C_out, *patch)``.
+        network: maps ``(1, C_in, *patch)`` to logits or log-probabilities ``(1, C_out, *patch)``.
         patch: window size.
         stride: step between windows on each axis.
 
     Returns:
-        ``(1, C_out, X, Y, Z)``, the mean of the outputs of the windows covering each voxel.
+        ``(1, C_out, X, Y, Z)``, the log of the mean probabilities of the windows covering each voxel.
     """
     if image.ndim != 5 or image.shape[0] != 1:
         raise ValueError(f"image must have shape (1, C, X, Y, Z), got {tuple(image.shape)}.")
@@ -78,14 +79,14 @@ def reference_sliding_window(
     count = torch.zeros((1, 1, *full), device=image.device)
     for x, y, z in itertools.product(*starts):
         window = (slice(None), slice(None), slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
-        out = network(padded[window])
+        out = torch.softmax(network(padded[window]).float(), dim=1)
         if total is None:
             total = torch.zeros((1, out.shape[1], *full), dtype=out.dtype, device=image.device)
         total[window] += out
         count[window] += 1
     average = total / count  # type: ignore[operator]
     crop = tuple(slice(before, before + s) for (before, _), s in zip(pads, size))
-    return average[(slice(None), slice(None), *crop)]
+    return torch.log(average[(slice(None), slice(None), *crop)].clamp_min(torch.finfo(average.dtype).tiny))
 
 
 def _train_briefly(
@@ -147,10 +148,10 @@ def run_inference(
     """The LA bundle's sliding-window inferer vs the classic stride loop, and the cost and Dice of a coarser overlap.
 
     The bundle's inferer is its ``inferer``, resolved from ``train.json`` with ``sw_stride`` = ``stride`` (MONAI's
-    ``SlidingWindowInferer``: roi = patch, constant weights, overlap from
+    ``semiseg.inferers.ProbabilitySlidingWindowInferer``: roi = patch, constant weights, overlap from
     ``semiseg.bundle.overlap_for_stride(patch, stride)``). Both it and :func:`reference_sliding_window` average the
-    eval-mode ``DualNet`` output (log of the mean of the branches' softmax) over the same windows, so their maps
-    must agree (goal: max abs difference <= 1e-5). Variants, interleaved: the reference loop, the inferer with
+    softmax probabilities of the eval-mode ``DualNet`` output over the same windows and return their log, so their
+    maps must agree (goal: max abs difference <= 1e-5). Variants, interleaved: the reference loop, the inferer with
     sw_batch_size 1 and ``sw_batch_size``, and the inferer at ``coarse_overlap`` (sw_batch_size 1), whose Dice
     against the phantom's label is compared with the bundle overlap's.
 
@@ -271,7 +272,7 @@ def run_inference(
         seed=seed,
     )
     report.notes = [
-        "both paths average the eval-mode DualNet output (log of the mean of the branches' softmax) over windows; "
+        "both paths average the softmax probabilities of the eval-mode DualNet output over windows (log of the mean); "
         "Dice is of the argmax of the averaged map against the phantom label (foreground only).",
     ]
     if max(dice_bundle, dice_coarse) < 0.05:

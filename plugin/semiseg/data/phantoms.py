@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -49,17 +50,25 @@ __all__ = ["PHANTOM_KINDS", "default_phantom_geometry", "make_phantom", "phantom
 
 logger = logging.getLogger(__name__)
 
-PHANTOM_KINDS: tuple[str, ...] = ("la", "pancreas", "brats")
+PHANTOM_KINDS: tuple[str, ...] = ("la", "pancreas", "brats", "la_varied")
 """Kinds of phantom that :func:`make_phantom` builds."""
 
-_DEFAULT_SHAPE: dict[str, tuple[int, int, int]] = {"la": (80, 80, 48), "pancreas": (80, 80, 48), "brats": (80, 80, 48)}
+_DEFAULT_SHAPE: dict[str, tuple[int, int, int]] = {
+    "la": (80, 80, 48),
+    "pancreas": (80, 80, 48),
+    "brats": (80, 80, 48),
+    "la_varied": (80, 80, 48),
+}
 _DEFAULT_SPACING: dict[str, tuple[float, float, float]] = {
     "la": (1.25, 1.25, 2.5),
     "pancreas": (1.0, 1.0, 1.0),
     "brats": (1.0, 1.0, 1.0),
+    "la_varied": (1.25, 1.25, 2.5),
 }
+# kinds whose voxel spacing is drawn per case when no spacing is given (the default above is then the middle)
+_PER_CASE_SPACING: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {"la_varied": ((1.0, 1.5), (1.8, 3.2))}
 # in-plane field of view (mm) at which each kind's anatomy has its nominal size; other fields of view scale it
-_REFERENCE_FOV_MM: dict[str, float] = {"la": 100.0, "pancreas": 80.0, "brats": 80.0}
+_REFERENCE_FOV_MM: dict[str, float] = {"la": 100.0, "pancreas": 80.0, "brats": 80.0, "la_varied": 100.0}
 _CT_WINDOW_HU: tuple[float, float] = (-125.0, 275.0)
 _MANIFEST = "phantoms.json"
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])  # a frame whose columns are the patient's left, posterior, superior
@@ -72,14 +81,17 @@ def default_phantom_geometry(kind: str) -> tuple[tuple[int, int, int], tuple[flo
     return _DEFAULT_SHAPE[kind], _DEFAULT_SPACING[kind]
 
 
+_SPLIT_STREAMS = {"train": 0, "test": 1, "validation": 2}
+
+
 def phantom_case_seed(seed: int, split: str, index: int) -> int:
-    """Seed of case ``index`` of a split (``"train"`` or ``"test"``) of the dataset generated with ``seed``.
+    """Seed of case ``index`` of a split (``"train"``, ``"test"`` or ``"validation"``) of the dataset of ``seed``.
 
     Train and test cases come from separate streams, so changing ``num_train`` does not change the test cases.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    stream = 0 if split == "train" else 1
+    if split not in _SPLIT_STREAMS:
+        raise ValueError(f"split must be one of {tuple(_SPLIT_STREAMS)}, got {split!r}")
+    stream = _SPLIT_STREAMS[split]
     return int(np.random.SeedSequence([int(seed), stream, int(index)]).generate_state(1)[0])
 
 
@@ -92,10 +104,13 @@ def make_phantom(
     """Generate one synthetic volume with its segmentation.
 
     Args:
-        kind: ``"la"`` (LGE-MRI left atrium), ``"pancreas"`` (CT pancreas) or ``"brats"`` (FLAIR whole tumour).
+        kind: ``"la"`` (LGE-MRI left atrium), ``"pancreas"`` (CT pancreas), ``"brats"`` (FLAIR whole tumour) or
+            ``"la_varied"`` (the left atrium with cohort-like variation between cases, see :func:`_left_atrium_varied`).
         seed: random seed; the same arguments always give the same volume.
         shape: volume size (X, Y, Z) in voxels, each at least 16; default 80 x 80 x 48.
-        spacing: voxel size (X, Y, Z) in mm; default 1.25 x 1.25 x 2.5 for ``"la"``, 1 mm isotropic otherwise.
+        spacing: voxel size (X, Y, Z) in mm; default 1.25 x 1.25 x 2.5 for ``"la"``, 1 mm isotropic for
+            ``"pancreas"`` and ``"brats"``, and for ``"la_varied"`` drawn per case (in-plane 1.0-1.5 mm, 1.8-3.2 mm
+            between slices) from the seed.
             The anatomy scales with the in-plane field of view (shape x spacing), so it spans about half of it.
 
     Returns:
@@ -109,11 +124,11 @@ def make_phantom(
     """
     _check_kind(kind)
     shape_t = _check_shape(shape if shape is not None else _DEFAULT_SHAPE[kind])
-    spacing_t = _check_spacing(spacing if spacing is not None else _DEFAULT_SPACING[kind])
     check_int(seed, "seed", 0)
+    spacing_t = _check_spacing(spacing if spacing is not None else _case_spacing(kind, int(seed)))
     rng = np.random.default_rng(int(seed))
     canvas = _Canvas(shape_t, spacing_t)
-    builder = {"la": _left_atrium, "pancreas": _pancreas, "brats": _brain_tumour}[kind]
+    builder = {"la": _left_atrium, "pancreas": _pancreas, "brats": _brain_tumour, "la_varied": _left_atrium_varied}[kind]
     image, label = builder(rng, canvas)
     return image.astype(np.float32), label.astype(np.uint8), canvas.affine
 
@@ -126,6 +141,7 @@ def write_phantom_dataset(
     seed: int = 0,
     shape: Sequence[int] | None = None,
     spacing: Sequence[float] | None = None,
+    num_validation: int = 0,
 ) -> Path:
     """Write a phantom dataset as NIfTI files with an MSD-style ``datalist.json``, or reuse one already written.
 
@@ -135,7 +151,9 @@ def write_phantom_dataset(
     manifest ``phantoms.json`` with the arguments. When the manifest records the same arguments and generator
     version and every file is present, nothing is written, so a demo may call this on every run for free. Files of
     an earlier, different dataset in the same folder are replaced. Training case ``i`` equals
-    ``make_phantom(kind, phantom_case_seed(seed, "train", i), shape, spacing)``; test cases use the ``"test"`` stream.
+    ``make_phantom(kind, phantom_case_seed(seed, "train", i), shape, spacing)``; test cases use the ``"test"`` stream
+    and validation cases (a ``"validation"`` list, files in ``imagesTr/`` numbered after the test cases) the
+    ``"validation"`` stream, so the three sets are disjoint and each is unchanged when another one's size changes.
 
     Args:
         out_dir: output folder, created if needed.
@@ -144,7 +162,8 @@ def write_phantom_dataset(
         kind: phantom kind, see :func:`make_phantom`.
         seed: dataset seed.
         shape: volume shape (X, Y, Z); default per kind.
-        spacing: voxel size in mm; default per kind.
+        spacing: voxel size in mm; default per kind (per case for ``"la_varied"``).
+        num_validation: number of validation cases (>= 0).
 
     Returns:
         Path of ``datalist.json``.
@@ -152,9 +171,11 @@ def write_phantom_dataset(
     _check_kind(kind)
     check_int(num_train, "num_train", 1)
     check_int(num_test, "num_test", 0)
+    check_int(num_validation, "num_validation", 0)
     check_int(seed, "seed", 0)
     shape_t = _check_shape(shape if shape is not None else _DEFAULT_SHAPE[kind])
-    spacing_t = _check_spacing(spacing if spacing is not None else _DEFAULT_SPACING[kind])
+    per_case_spacing = spacing is None and kind in _PER_CASE_SPACING
+    spacing_t = None if per_case_spacing else _check_spacing(spacing if spacing is not None else _DEFAULT_SPACING[kind])
     out = Path(out_dir)
     arguments = {
         "kind": kind,
@@ -162,9 +183,11 @@ def write_phantom_dataset(
         "num_test": int(num_test),
         "seed": int(seed),
         "shape": list(shape_t),
-        "spacing": list(spacing_t),
+        "spacing": "per case" if spacing_t is None else list(spacing_t),
         "generator": _generator_version(),
     }
+    if num_validation:
+        arguments["num_validation"] = int(num_validation)
     datalist_path = out / "datalist.json"
     previous = _read_manifest(out)
     if previous is None and datalist_path.exists():
@@ -183,14 +206,15 @@ def write_phantom_dataset(
 
     logger.info("writing phantom dataset to %s (%s)", out, _describe(arguments))
     start = time.perf_counter()
-    entries: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
-    folders = {"train": ("imagesTr", "labelsTr"), "test": ("imagesTs", "labelsTs")}
-    counts = {"train": int(num_train), "test": int(num_test)}
-    total = counts["train"] + counts["test"]
+    entries: dict[str, list[dict[str, str]]] = {"train": [], "test": [], "validation": []}
+    folders = {"train": ("imagesTr", "labelsTr"), "test": ("imagesTs", "labelsTs"), "validation": ("imagesTr", "labelsTr")}
+    counts = {"train": int(num_train), "test": int(num_test), "validation": int(num_validation)}
+    offsets = {"train": 0, "test": counts["train"], "validation": counts["train"] + counts["test"]}
+    total = sum(counts.values())
     done = 0
-    for split in ("train", "test"):
+    for split in ("train", "test", "validation"):
         image_dir, label_dir = folders[split]
-        offset = 0 if split == "train" else counts["train"]
+        offset = offsets[split]
         for index in range(counts[split]):
             case_seed = phantom_case_seed(seed, split, index)
             image, label, affine = make_phantom(kind, case_seed, shape_t, spacing_t)
@@ -199,11 +223,12 @@ def write_phantom_dataset(
             save_volume(label, out / label_dir / name, affine=affine)
             entries[split].append({"image": f"{image_dir}/{name}", "label": f"{label_dir}/{name}"})
             done += 1
-            logger.info("phantom %d/%d (%s, seed %d): %d label voxels", done, total, split, case_seed, label.sum())
+            logger.debug("phantom %d/%d (%s, seed %d): %d label voxels", done, total, split, case_seed, label.sum())
     datalist_path = write_datalist(
         out,
         training=entries["train"],
         test=entries["test"],
+        validation=entries["validation"],
         name=f"{kind} phantoms",
         description=f"synthetic {kind} phantoms from semiseg.data.phantoms (generated, not patient data)",
         labels={"0": "background", "1": _LABEL_NAMES[kind]},
@@ -211,14 +236,14 @@ def write_phantom_dataset(
         numTest=counts["test"],
         phantom_arguments=arguments,
     )
-    files = [e[k] for split in ("train", "test") for e in entries[split] for k in ("image", "label")]
+    files = [e[k] for split in ("train", "test", "validation") for e in entries[split] for k in ("image", "label")]
     manifest = {"arguments": arguments, "files": files}
     (out / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     logger.info("wrote %d phantom cases to %s in %.1f s", total, out, time.perf_counter() - start)
     return datalist_path
 
 
-_LABEL_NAMES = {"la": "left atrium", "pancreas": "pancreas", "brats": "whole tumour"}
+_LABEL_NAMES = {"la": "left atrium", "pancreas": "pancreas", "brats": "whole tumour", "la_varied": "left atrium"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -242,6 +267,16 @@ def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
     if len(values) != 3 or any(not is_number(v) or not v > 0 for v in values):
         raise ValueError(f"spacing must be three positive numbers (X, Y, Z mm), got {spacing!r}")
     return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def _case_spacing(kind: str, seed: int) -> tuple[float, float, float]:
+    """The kind's default spacing, or for kinds with per-case spacing one drawn from its own stream of ``seed``."""
+    if kind not in _PER_CASE_SPACING:
+        return _DEFAULT_SPACING[kind]
+    (in_lo, in_hi), (z_lo, z_hi) = _PER_CASE_SPACING[kind]
+    rng = np.random.default_rng([int(seed), 0x5CA1E])  # not the anatomy's stream: spacing and anatomy independent
+    in_plane, between = round(float(rng.uniform(in_lo, in_hi)), 3), round(float(rng.uniform(z_lo, z_hi)), 3)
+    return (in_plane, in_plane, between)
 
 
 def _generator_version() -> str:
@@ -502,12 +537,68 @@ def _rician(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.nda
 # LGE-MRI left atrium
 
 
-def _left_atrium(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _LAStyle:
+    """Ranges of the per-case draws of the left atrium phantom, and the fixed values that ``"la_varied"`` varies.
+
+    The defaults are the ``"la"`` kind's (its draws, in the same order, so its volumes are unchanged); ranges are
+    ``(low, high)`` of ``rng.uniform`` (of ``rng.integers`` for ``num_veins``); the last three fields are values,
+    neutral by default.
+    """
+
+    size: tuple[float, float] = (0.85, 1.15)
+    position_mm: tuple[float, float, float] = (7.0, 7.0, 6.0)
+    vein_radius_mm: tuple[float, float] = (3.5, 5.0)
+    vein_length_mm: tuple[float, float] = (18.0, 28.0)
+    blood: tuple[float, float] = (0.55, 0.9)
+    tissue: tuple[float, float] = (0.15, 0.32)
+    lookalike: tuple[float, float] = (0.85, 1.12)
+    bias: tuple[float, float] = (0.1, 0.3)
+    noise: tuple[float, float] = (0.03, 0.08)
+    num_veins: tuple[int, int] = (2, 5)  # rng.integers(low, high): 2-4 veins
+    elongation: float = 1.0  # the atrium's long axis times this, the other two divided by its square root
+    gamma: float = 1.0  # intensity response: image ** gamma (relative to the blood pool's level)
+    lookalike_spread: float = 0.0  # extra contrast of each look-alike pool: x exp(+-spread), drawn per pool
+
+
+_LA_STYLE = _LAStyle()
+
+
+def _left_atrium_varied(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.ndarray, np.ndarray]:
+    """The left atrium phantom with the variation of a real cohort between cases (``kind="la_varied"``).
+
+    Drawn per case, wider than ``"la"``: chamber size (0.7-1.3) and elongation (0.7-1.45 along the long axis),
+    position (+-14 mm in-plane, +-9 mm through-plane), pulmonary vein calibre (2-6.5 mm radius) and length; the
+    contrast between blood pool and tissue, and between the atrium and the unlabeled look-alike pools that touch it
+    (ventricle, aorta, pulmonary artery: 0.7-1.35 of the atrium's brightness, each pool on its own), bias field
+    strength (0.05-0.7), noise (2-15 % of the blood level) and a non-linear intensity response (gamma 0.55-1.8).
+    Voxel spacing varies too (see :func:`make_phantom`). Made so that a few labeled cases do not cover the family
+    while many unlabeled ones do: the label-limited benchmark of ``scripts/quality.py --protocol label_limited``.
+    """
+    style = _LAStyle(
+        size=(0.7, 1.3),
+        position_mm=(14.0, 14.0, 9.0),
+        vein_radius_mm=(2.0, 6.5),
+        vein_length_mm=(12.0, 32.0),
+        blood=(0.4, 0.9),
+        tissue=(0.12, 0.4),
+        lookalike=(0.7, 1.35),
+        bias=(0.05, 0.7),
+        noise=(0.02, 0.15),
+        elongation=float(rng.uniform(0.7, 1.45)),
+        gamma=float(np.exp(rng.uniform(np.log(0.55), np.log(1.8)))),
+        lookalike_spread=float(rng.uniform(0.0, 0.15)),
+    )
+    return _left_atrium(rng, canvas, style)
+
+
+def _left_atrium(rng: np.random.Generator, canvas: _Canvas, style: _LAStyle = _LA_STYLE) -> tuple[np.ndarray, np.ndarray]:
     """LGE-MRI-like left atrium with pulmonary veins (label) among unlabeled bright blood pools.
 
     Heart frame: columns of ``frame`` are the patient's left, posterior and superior directions (-X, -Y, +Z in RAS
     before a random rotation). Gaps between the atrium and its neighbours are drawn from about -1.5 to 2 mm: negative
     means they overlap, and the overlap belongs to the neighbour (the label is cut there, no edge in the image).
+    ``style`` gives the ranges of the per-case draws (the ``"la"`` kind's by default).
     """
     s = canvas.scale("la")
     pts = canvas.points
@@ -517,17 +608,19 @@ def _left_atrium(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.ndarray,
     def heart(x: float, y: float, z: float) -> np.ndarray:
         return frame @ _unit([x, y, z])
 
-    size = rng.uniform(0.85, 1.15)
-    center = np.array([rng.uniform(-7, 7), rng.uniform(-7, 7), rng.uniform(-6, 6)]) * s
+    size = rng.uniform(*style.size)
+    px, py, pz = style.position_mm
+    center = np.array([rng.uniform(-px, px), rng.uniform(-py, py), rng.uniform(-pz, pz)]) * s
+    stretch = np.array([style.elongation, 1.0 / np.sqrt(style.elongation), 1.0 / np.sqrt(style.elongation)])
     atrium = _Ellipsoid(
         center,
-        np.array([rng.uniform(20, 25), rng.uniform(14, 18), rng.uniform(15, 19)]) * s * size,
+        np.array([rng.uniform(20, 25), rng.uniform(14, 18), rng.uniform(15, 19)]) * s * size * stretch,
         frame @ _random_rotation(rng, 15.0),
         _sphere_field(rng, rng.uniform(0.1, 0.2)),
     )
 
     # pulmonary veins: 2-4 trunks leaving the posterior wall to the left and right, labeled with the atrium
-    num_veins = int(rng.integers(2, 5))
+    num_veins = int(rng.integers(*style.num_veins))
     sides = [1.0, -1.0] + ([1.0, -1.0] if num_veins == 4 else [float(rng.choice([1.0, -1.0]))] * (num_veins - 2))
     heights = {1.0: [1.0, -1.0], -1.0: [1.0, -1.0]}
     veins = []
@@ -536,10 +629,10 @@ def _left_atrium(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.ndarray,
         direction = heart(side * rng.uniform(0.55, 0.95), rng.uniform(0.45, 0.9), height * rng.uniform(0.1, 0.5))
         ostium = atrium.surface_point(direction)
         inner = center + (ostium - center) * 0.6
-        length = rng.uniform(18, 28) * s
+        length = rng.uniform(*style.vein_length_mm) * s
         bend = np.cross(direction, rng.normal(size=3))
         bend = bend / np.linalg.norm(bend) * rng.uniform(2, 6) * s
-        radius = rng.uniform(3.5, 5.0) * s
+        radius = rng.uniform(*style.vein_radius_mm) * s
         veins.append(
             _Tube(
                 [inner, ostium, ostium + direction * length * 0.5 + bend * 0.4, ostium + direction * length + bend],
@@ -617,8 +710,8 @@ def _left_atrium(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.ndarray,
     )
 
     # intensities: variable contrast between cases, similar brightness for every blood pool
-    blood = rng.uniform(0.55, 0.9)
-    tissue = rng.uniform(0.15, 0.32)
+    blood = rng.uniform(*style.blood)
+    tissue = rng.uniform(*style.tissue)
     image = (tissue * (1.0 + 0.15 * canvas.noise_texture(rng, 3.0))).astype(np.float32)
     for side in (1.0, -1.0):  # dark lungs on both sides, behind
         lung = _Ellipsoid(
@@ -645,11 +738,16 @@ def _left_atrium(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.ndarray,
     flow = 1.0 + 0.06 * canvas.noise_texture(rng, 6.0)
     _paint(image, _occupancy(target_sd), blood * rng.uniform(0.95, 1.05) * flow)
     for lookalike in (lv_sd, aorta.signed_distance_on(canvas), pulmonary_artery.signed_distance_on(canvas)):
-        _paint(image, _occupancy(lookalike), blood * rng.uniform(0.85, 1.12) * flow)
+        contrast = rng.uniform(*style.lookalike)
+        if style.lookalike_spread:
+            contrast *= np.exp(rng.uniform(-style.lookalike_spread, style.lookalike_spread))
+        _paint(image, _occupancy(lookalike), blood * contrast * flow)
 
     image = _blur(image, canvas.spacing, 0.6)
-    image *= np.exp(rng.uniform(0.1, 0.3) * _smooth_field(rng, pts, (150.0, 400.0)))
-    image = _rician(rng, image, blood * rng.uniform(0.03, 0.08))
+    if style.gamma != 1.0:  # non-linear intensity response, relative to the blood level (which stays put)
+        image = (blood * np.power(np.maximum(image, 0.0) / blood, style.gamma)).astype(np.float32)
+    image *= np.exp(rng.uniform(*style.bias) * _smooth_field(rng, pts, (150.0, 400.0)))
+    image = _rician(rng, image, blood * rng.uniform(*style.noise))
     image *= rng.uniform(0.8, 1.25)
     label = (target_sd < 0) & (lookalike_sd >= 0)
     return image, label

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from .objective import TEACHER_MODES, DualNetworkObjective
+from .pseudo_label_pass import PSEUDO_LABEL_PASSES, no_dropout_logits
 from .schedules import ConstantSchedule, GaussianRampUp, LinearRampUp
 from .trainer import NonFiniteLossError, SemiSupervisedTrainer
 
 __all__ = [
+    "PSEUDO_LABEL_PASSES",
     "TEACHER_MODES",
     "ConstantSchedule",
     "DualNetworkObjective",
@@ -14,4 +16,5 @@ __all__ = [
     "LinearRampUp",
     "NonFiniteLossError",
     "SemiSupervisedTrainer",
+    "no_dropout_logits",
 ]

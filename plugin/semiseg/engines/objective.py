@@ -21,6 +21,7 @@ import torch.nn as nn
 from monai.losses import DiceCELoss
 
 from semiseg.arguments import check_bool
+from semiseg.engines.pseudo_label_pass import PSEUDO_LABEL_PASSES
 from semiseg.engines.schedules import ConstantSchedule
 from semiseg.losses import PrototypeContrastiveLoss, ReliabilityMasks, compute_reliability
 from semiseg.losses.distributed import all_reduce_sum, global_batch
@@ -53,6 +54,11 @@ class DualNetworkObjective(nn.Module):
             of the iteration, taught by the other.
         class_balanced_reliability: the entropy percentile of the reliability masks (entropy filter and prototype
             contrast) is taken per predicted class instead of over the whole batch (see ``compute_reliability``).
+        pseudo_label_pass: where the teaching side of the pseudo-label terms comes from (reliability masks and fused
+            pseudo-labels, CPS's hard labels, KL's teacher distribution): ``"train"`` (default) the training forward
+            itself, dropout included; ``"no_dropout"`` the logits of a gradient-free forward without dropout
+            (``semiseg.engines.no_dropout_logits``), which ``SemiSupervisedTrainer`` runs and passes as
+            ``teacher_logits``. The students (the logits that get gradient) are the training forward either way.
 
     Under ``DistributedDataParallel`` each process computes the terms of its shard of the batch inside
     ``semiseg.losses.distributed.global_batch``: the entropy percentiles, the prototypes, the divisors of the masked
@@ -75,8 +81,11 @@ class DualNetworkObjective(nn.Module):
         percentile: Callable[[int], float] | None = None,
         teacher_mode: str = "symmetric",
         class_balanced_reliability: bool = False,
+        pseudo_label_pass: str = "train",
     ) -> None:
         super().__init__()
+        if pseudo_label_pass not in PSEUDO_LABEL_PASSES:
+            raise ValueError(f"pseudo_label_pass must be one of {PSEUDO_LABEL_PASSES}, got {pseudo_label_pass!r}.")
         if teacher_mode not in TEACHER_MODES:
             raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}, got {teacher_mode!r}.")
         check_bool(class_balanced_reliability, "class_balanced_reliability")
@@ -98,6 +107,7 @@ class DualNetworkObjective(nn.Module):
         self.percentile = percentile
         self.teacher_mode = teacher_mode
         self.class_balanced_reliability = class_balanced_reliability
+        self.pseudo_label_pass = pseudo_label_pass
 
     @property
     def uses_unlabeled(self) -> bool:
@@ -114,7 +124,18 @@ class DualNetworkObjective(nn.Module):
         """
         return self.contrastive_a is not None and self.teacher_mode == "symmetric"
 
-    def forward(self, outputs: dict[str, torch.Tensor], label: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
+    @property
+    def needs_teacher_pass(self) -> bool:
+        """Whether ``forward`` needs ``teacher_logits`` of the unlabeled items (``pseudo_label_pass="no_dropout"``)."""
+        return self.pseudo_label_pass != "train" and self.uses_unlabeled
+
+    def forward(
+        self,
+        outputs: dict[str, torch.Tensor],
+        label: torch.Tensor,
+        iteration: int,
+        teacher_logits: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Compute every active term and the weighted total.
 
         Args:
@@ -123,6 +144,8 @@ class DualNetworkObjective(nn.Module):
                 labeled and the rest unlabeled.
             label: labels of the labeled items, (B_l, 1, *spatial).
             iteration: the trainer's iteration, read by the schedules.
+            teacher_logits: with ``pseudo_label_pass="no_dropout"``, ``{"logits_a", "logits_b"}`` (B_u, C, *spatial)
+                of the unlabeled items from the teaching pass; ignored with ``"train"``.
 
         Returns:
             a dict of 0-dim tensors: ``loss`` (the total, to back-propagate), one entry per active term, and the
@@ -130,9 +153,15 @@ class DualNetworkObjective(nn.Module):
             ``percentile`` and ``reliable_fraction``.
         """
         with global_batch():
-            return self._terms(outputs, label, iteration)
+            return self._terms(outputs, label, iteration, teacher_logits)
 
-    def _terms(self, outputs: dict[str, torch.Tensor], label: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
+    def _terms(
+        self,
+        outputs: dict[str, torch.Tensor],
+        label: torch.Tensor,
+        iteration: int,
+        teacher_logits: dict[str, torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor]:
         n_l = label.shape[0]
         z_a, z_b = outputs["logits_a"].float(), outputs["logits_b"].float()
         terms = {"sup_a": self.supervised_loss(z_a[:n_l], label), "sup_b": self.supervised_loss(z_b[:n_l], label)}
@@ -142,7 +171,8 @@ class DualNetworkObjective(nn.Module):
 
         stats: dict[str, torch.Tensor] = {}
         if z_a.shape[0] > n_l and self.uses_unlabeled:
-            unlabeled_terms, stats = self._unlabeled_terms(outputs, z_a[n_l:], z_b[n_l:], n_l, terms, iteration)
+            teacher = self._teacher(z_a[n_l:], z_b[n_l:], teacher_logits)
+            unlabeled_terms, stats = self._unlabeled_terms(outputs, z_a[n_l:], z_b[n_l:], teacher, n_l, terms, iteration)
             weights = {"weight_unlabeled": self.unlabeled_weight(iteration), "weight_contrastive": 0.0}
             for name, value in unlabeled_terms.items():
                 weight = weights["weight_unlabeled"]
@@ -158,23 +188,32 @@ class DualNetworkObjective(nn.Module):
         outputs: dict[str, torch.Tensor],
         u_a: torch.Tensor,
         u_b: torch.Tensor,
+        teacher: dict[str, torch.Tensor] | None,
         n_l: int,
         supervised: dict[str, torch.Tensor],
         iteration: int,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The pseudo-label, uncertainty and contrastive terms on the unlabeled logits ``u_a``, ``u_b``."""
+        """The pseudo-label, uncertainty and contrastive terms on the unlabeled logits ``u_a``, ``u_b``.
+
+        ``teacher`` holds the teaching logits ``{"a", "b"}`` of a separate pass, or is None to teach from ``u_a``,
+        ``u_b`` themselves."""
         terms: dict[str, torch.Tensor] = {}
+        t_a, t_b = (u_a, u_b) if teacher is None else (teacher["a"], teacher["b"])
         stats: dict[str, torch.Tensor] = {}
         masks: ReliabilityMasks | None = None
         if self.entropy_filter is not None or self.contrastive_a is not None:
             q = self._current_percentile(iteration)
             masks = compute_reliability(
-                torch.softmax(u_a, 1), torch.softmax(u_b, 1), q, class_balanced=self.class_balanced_reliability
+                torch.softmax(t_a.detach(), 1),
+                torch.softmax(t_b.detach(), 1),
+                q,
+                class_balanced=self.class_balanced_reliability,
             )
             stats["percentile"] = torch.tensor(q, device=u_a.device)
             stats["reliable_fraction"] = masks.reliable.float().mean()
         if self.cross_pseudo is not None:
-            terms["cps"] = self.cross_pseudo(u_a, u_b)
+            teaching = {} if teacher is None else {"teacher_a": t_a, "teacher_b": t_b}
+            terms["cps"] = self.cross_pseudo(u_a, u_b, **teaching)
         if self.entropy_filter is not None:
             terms["entropy_filter"] = self.entropy_filter(u_a, u_b, masks)
 
@@ -184,9 +223,10 @@ class DualNetworkObjective(nn.Module):
             sup_a, sup_b = all_reduce_sum(torch.stack([supervised["sup_a"], supervised["sup_b"]]).detach())
             learners = ("a",) if sup_a >= sup_b else ("b",)
         logits = {"a": u_a, "b": u_b}
+        teaching_logits = {"a": t_a, "b": t_b}
         partner = {"a": "b", "b": "a"}
         if self.kl_uncertainty is not None:
-            terms["kl"] = sum(self.kl_uncertainty(logits[k], logits[partner[k]]) for k in learners)
+            terms["kl"] = sum(self.kl_uncertainty(logits[k], teaching_logits[partner[k]]) for k in learners)
         if self.consistency is not None:
             if len(learners) == 2:
                 terms["consistency"] = self.consistency(u_a, u_b)
@@ -201,6 +241,25 @@ class DualNetworkObjective(nn.Module):
                 for k in learners
             )
         return terms, stats
+
+    def _teacher(
+        self, u_a: torch.Tensor, u_b: torch.Tensor, teacher_logits: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor] | None:
+        if self.pseudo_label_pass == "train":
+            return None
+        if teacher_logits is None:
+            raise ValueError(
+                f"pseudo_label_pass={self.pseudo_label_pass!r} needs teacher_logits of the unlabeled items "
+                "(semiseg.engines.no_dropout_logits); SemiSupervisedTrainer passes them."
+            )
+        teacher = {"a": teacher_logits["logits_a"].float().detach(), "b": teacher_logits["logits_b"].float().detach()}
+        for k, student in (("a", u_a), ("b", u_b)):
+            if teacher[k].shape != student.shape:
+                raise ValueError(
+                    f"teacher_logits['logits_{k}'] has shape {tuple(teacher[k].shape)}, the unlabeled logits "
+                    f"{tuple(student.shape)}."
+                )
+        return teacher
 
     def _current_percentile(self, iteration: int) -> float:
         if self.percentile is not None:

@@ -21,6 +21,7 @@ from semiseg.engines.streams import (
     load_numpy_random_state,
     numpy_random_state_dict,
 )
+from semiseg.engines.pseudo_label_pass import no_dropout_logits
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
@@ -220,7 +221,11 @@ class SemiSupervisedTrainer(Trainer):
         with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
             outputs = engine.network(inputs)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        terms = engine.objective(outputs, label_l, engine.state.iteration)
+        teacher = None
+        if image_u is not None and engine.objective.needs_teacher_pass:  # pseudo_label_pass="no_dropout"
+            with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
+                teacher = no_dropout_logits(engine.network, image_u)
+        terms = engine.objective(outputs, label_l, engine.state.iteration, teacher)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         values = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
         _raise_if_not_finite(values, engine.state.iteration)

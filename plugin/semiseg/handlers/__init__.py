@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from .progress import ProgressBarHandler
-from .segmentation_report import METRIC_NAMES, SegmentationReportHandler, segmentation_metrics
+from .progress import EpochCompleteFilter, ProgressBarHandler
+from .segmentation_report import (
+    DISTANCE_METRICS,
+    METRIC_NAMES,
+    SegmentationReportHandler,
+    segmentation_metrics,
+    surface_distance_metrics,
+)
 from .training_state import RandomState, TrainingStateHandler, find_resume_checkpoint
 
 __all__ = [
+    "DISTANCE_METRICS",
+    "EpochCompleteFilter",
     "METRIC_NAMES",
     "ProgressBarHandler",
     "RandomState",
@@ -14,4 +22,5 @@ __all__ = [
     "TrainingStateHandler",
     "find_resume_checkpoint",
     "segmentation_metrics",
+    "surface_distance_metrics",
 ]

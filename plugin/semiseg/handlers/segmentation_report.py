@@ -1,4 +1,20 @@
-"""Per-case segmentation metrics in millimetres, written as CSV, JSON summary, a printed table and a PNG."""
+"""Per-case segmentation metrics in millimetres, written as CSV, JSON summary, a printed table and a PNG.
+
+Surface distances come in two conventions, reported side by side under distinct names so that nobody compares one
+with the other:
+
+- ``hd95_monai`` / ``asd_monai``: MONAI's ``compute_hausdorff_distance(percentile=95)`` (the larger of the two
+  directed 95th percentiles) and ``compute_average_surface_distance(symmetric=True)`` (the mean over the surface
+  voxels of both masks, each to the other's surface).
+- ``hd95_medpy`` / ``asd_medpy``: medpy's ``medpy.metric.binary.hd95`` (the 95th percentile of both directed
+  surface distances pooled) and ``asd`` (the mean distance from the prediction's surface to the reference's, one
+  direction). These are the figures of the semi-supervised LA / Pancreas-CT / BraTS papers (UA-MT, SASSNet, DTC,
+  MC-Net and their successors all evaluate with medpy), which report them in voxels.
+
+Both come from one call of MONAI's ``get_edge_surface_distance`` per class (the same surface voxels and Euclidean
+distance transform as medpy's); distances are in mm when the label carries its spacing, in voxels otherwise, and the
+column names say which (``hd95_medpy_mm_<class>`` or ``hd95_medpy_vox_<class>``).
+"""
 
 from __future__ import annotations
 
@@ -11,20 +27,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance, compute_iou
+from monai.metrics import compute_dice, compute_iou
+from monai.metrics.utils import get_edge_surface_distance
 from monai.utils import min_version, optional_import
 
-from semiseg.visualize import plot_segmentation_slices
+from semiseg.visualize import axial_slices, plot_slice_rows
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
-__all__ = ["SegmentationReportHandler", "METRIC_NAMES", "segmentation_metrics"]
+__all__ = [
+    "SegmentationReportHandler",
+    "METRIC_NAMES",
+    "DISTANCE_METRICS",
+    "segmentation_metrics",
+    "surface_distance_metrics",
+]
 
-METRIC_NAMES = ("dice", "jaccard", "hd95", "asd")
+DISTANCE_METRICS = ("hd95_monai", "asd_monai", "hd95_medpy", "asd_medpy")
+METRIC_NAMES = ("dice", "jaccard", *DISTANCE_METRICS)
 
 
 def segmentation_metrics(pred: torch.Tensor, label: torch.Tensor, spacing: Any = None) -> dict[str, list[float]]:
-    """Dice, Jaccard, 95 % Hausdorff distance and average (symmetric) surface distance of one case.
+    """Dice, Jaccard and the surface distances of one case in both conventions (see the module docstring).
 
     Args:
         pred: one-hot prediction (C, *spatial).
@@ -32,17 +56,42 @@ def segmentation_metrics(pred: torch.Tensor, label: torch.Tensor, spacing: Any =
         spacing: voxel size in mm (distances in mm); None measures in voxels.
 
     Returns:
-        each metric name mapped to one value per foreground class (background excluded).
+        each name of ``METRIC_NAMES`` mapped to one value per foreground class (background excluded); a distance is
+        NaN when the prediction or the reference of that class is empty.
     """
     y_pred, y = pred[None].float(), label[None].float()
     sp = None if spacing is None else [float(s) for s in spacing]
-    values = {
-        "dice": compute_dice(y_pred, y, include_background=False),
-        "jaccard": compute_iou(y_pred, y, include_background=False),
-        "hd95": compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95, spacing=sp),
-        "asd": compute_average_surface_distance(y_pred, y, include_background=False, symmetric=True, spacing=sp),
+    values: dict[str, list[float]] = {
+        "dice": [float(x) for x in compute_dice(y_pred, y, include_background=False).reshape(-1)],
+        "jaccard": [float(x) for x in compute_iou(y_pred, y, include_background=False).reshape(-1)],
+        **{name: [] for name in DISTANCE_METRICS},
     }
-    return {k: [float(x) for x in v.reshape(-1)] for k, v in values.items()}
+    for c in range(1, pred.shape[0]):
+        for name, value in surface_distance_metrics(pred[c], label[c], sp, class_index=c).items():
+            values[name].append(value)
+    return values
+
+
+def surface_distance_metrics(
+    pred: torch.Tensor, label: torch.Tensor, spacing: list[float] | None = None, class_index: int = -1
+) -> dict[str, float]:
+    """HD95 and ASD of one binary mask pair ``(*spatial)`` in MONAI's and in medpy's conventions.
+
+    The directed distances come from MONAI's ``get_edge_surface_distance``; NaN when either mask is empty.
+    """
+    _, (pred_to_ref, ref_to_pred), _ = get_edge_surface_distance(
+        pred.float(), label.float(), spacing=spacing, symmetric=True, class_index=class_index
+    )
+    pred_to_ref, ref_to_pred = pred_to_ref.double().reshape(-1), ref_to_pred.double().reshape(-1)
+    if not (bool(pred.any()) and bool(label.any())) or pred_to_ref.numel() == 0 or ref_to_pred.numel() == 0:
+        return dict.fromkeys(DISTANCE_METRICS, math.nan)
+    pooled = torch.cat([pred_to_ref, ref_to_pred])
+    return {
+        "hd95_monai": float(torch.maximum(torch.quantile(pred_to_ref, 0.95), torch.quantile(ref_to_pred, 0.95))),
+        "asd_monai": float(pooled.mean()),
+        "hd95_medpy": float(torch.quantile(pooled, 0.95)),
+        "asd_medpy": float(pred_to_ref.mean()),
+    }
 
 
 class SegmentationReportHandler:
@@ -54,7 +103,9 @@ class SegmentationReportHandler:
     Args:
         output_dir: where ``metrics.csv``, ``summary.json`` and ``slices.png`` go.
         class_names: names of the foreground classes, for the column headers.
-        plot_cases: how many cases the PNG shows.
+        plot_cases: how many cases the PNG shows, chosen by their Dice (the mean over the foreground classes) spread
+            evenly from the worst to the best: 3 shows the worst, the median and the best case, each with its Dice
+            in the title; 0 writes no PNG.
         name: logger name.
     """
 
@@ -62,7 +113,7 @@ class SegmentationReportHandler:
         self,
         output_dir: str,
         class_names: tuple[str, ...] = ("foreground",),
-        plot_cases: int = 4,
+        plot_cases: int = 3,
         name: str = "semiseg.report",
     ) -> None:
         if plot_cases < 0:
@@ -72,7 +123,7 @@ class SegmentationReportHandler:
         self.plot_cases = plot_cases
         self.logger = logging.getLogger(name)
         self.rows: list[dict[str, Any]] = []
-        self._slices: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._slices: list[list] = []  # per case (in row order): its axial slices, kept for the PNG
 
     def attach(self, engine: Any) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -92,13 +143,15 @@ class SegmentationReportHandler:
             spacing = getattr(label, "pixdim", None)
             name = _case_name(item)
             row: dict[str, Any] = {"case": name}
+            unit = "vox" if spacing is None else "mm"
             for metric, values in segmentation_metrics(pred, label, spacing).items():
+                column = f"{metric}_{unit}" if metric in DISTANCE_METRICS else metric
                 for cls, value in zip(self.class_names, values):
-                    row[f"{metric}_{cls}"] = value
+                    row[f"{column}_{cls}"] = value
             self.rows.append(row)
-            if len(self._slices) < self.plot_cases:
+            if self.plot_cases:
                 image = item["image"][0].detach().cpu().numpy()
-                self._slices.append((name, image, _labels(label), _labels(pred)))
+                self._slices.append(axial_slices(image, _labels(label), _labels(pred)))
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean, std (over cases, NaN-skipping) and count of every metric column."""
@@ -129,16 +182,41 @@ class SegmentationReportHandler:
             json.dumps({"cases": len(self.rows), "metrics": summary}, indent=2) + "\n"
         )
         if self._slices:
-            plot_segmentation_slices(self._slices, self.output_dir / "slices.png")
+            plot_slice_rows(self._plot_rows(), self.output_dir / "slices.png")
         self.logger.info("\n" + self.table(summary))
+
+    def plotted_cases(self) -> list[tuple[int, str]]:
+        """``(row index, role)`` of the cases the PNG shows, worst first: ``plot_cases`` cases spread evenly over the
+        ranking by Dice (cases whose Dice is NaN, an empty ground truth, are shown only when no other is left)."""
+        dice = [_mean_dice(row) for row in self.rows]
+        ranked = sorted((i for i, d in enumerate(dice) if math.isfinite(d)), key=lambda i: dice[i])
+        ranked = ranked or list(range(len(self.rows)))
+        if not ranked or not self.plot_cases:
+            return []
+        ranks = sorted(set(np.linspace(0, len(ranked) - 1, self.plot_cases).round().astype(int).tolist()))
+        roles = {0: "worst", len(ranked) - 1: "best"}
+        if self.plot_cases == 3 and len(ranks) == 3:
+            roles[ranks[1]] = "median"
+        return [(ranked[r], roles.get(r, f"rank {r + 1}/{len(ranked)}")) for r in ranks]
+
+    def _plot_rows(self) -> list[tuple[str, list]]:
+        rows = []
+        for index, role in self.plotted_cases():
+            row = self.rows[index]
+            rows.append((f"{role}: {row['case']} Dice {_mean_dice(row):.3f}", self._slices[index]))
+        return rows
 
     def table(self, summary: dict[str, dict[str, float]]) -> str:
         """The summary as a Markdown table: one row per metric and class, mean +- std."""
         lines = [f"| metric ({len(self.rows)} cases) | mean | std |", "|---|---|---|"]
         for key, stats in summary.items():
-            unit = " (mm)" if key.startswith(("hd95", "asd")) else ""
-            lines.append(f"| {key}{unit} | {stats['mean']:.4f} | {stats['std']:.4f} |")
+            lines.append(f"| {key} | {stats['mean']:.4f} | {stats['std']:.4f} |")
         return "\n".join(lines)
+
+
+def _mean_dice(row: dict[str, Any]) -> float:
+    values = [v for k, v in row.items() if k.startswith("dice_") and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
 
 
 def _labels(one_hot: torch.Tensor) -> np.ndarray:

@@ -40,11 +40,19 @@ class CrossPseudoSupervisionLoss(_Loss):
         reduction = check_reduction(reduction)
         super().__init__(reduction=reduction)
 
-    def forward(self, logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        logits_a: torch.Tensor,
+        logits_b: torch.Tensor,
+        teacher_a: torch.Tensor | None = None,
+        teacher_b: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """
         Args:
             logits_a: logits of network A, shape (B, C, *spatial), C >= 2 (softmax over dim 1).
             logits_b: logits of network B, same shape as ``logits_a``.
+            teacher_a, teacher_b: optional logits of a separate teaching pass of each network (e.g. without
+                dropout), same shape; when given, the pseudo-labels are their argmax instead of the students'.
 
         Returns:
             a 0-dim tensor for ``reduction`` "mean" and "sum"; the per-voxel map (B, 1, *spatial) for "none".
@@ -55,8 +63,12 @@ class CrossPseudoSupervisionLoss(_Loss):
         check_logits_pair(logits_a, logits_b)
         # hard labels carry no gradient; max(...).indices is the argmax (first index on ties), much faster than
         # Tensor.argmax over the channel axis on CPU
-        pseudo_from_b = logits_b.detach().max(dim=1).indices
-        pseudo_from_a = logits_a.detach().max(dim=1).indices
+        teacher_a = logits_a if teacher_a is None else teacher_a
+        teacher_b = logits_b if teacher_b is None else teacher_b
+        check_logits_pair(teacher_a, logits_a, ("teacher_a", "logits_a"))
+        check_logits_pair(teacher_b, logits_b, ("teacher_b", "logits_b"))
+        pseudo_from_b = teacher_b.detach().max(dim=1).indices
+        pseudo_from_a = teacher_a.detach().max(dim=1).indices
         ce_a = F.cross_entropy(logits_a, pseudo_from_b, reduction="none")
         ce_b = F.cross_entropy(logits_b, pseudo_from_a, reduction="none")
         loss_map = (ce_a + ce_b).unsqueeze(1)

@@ -33,7 +33,10 @@ class DualNet(nn.Module):
     - Eval mode: ``forward(x)`` returns one tensor ``(B, C, D, H, W)``, the log of the mean of the two branches'
       softmax probabilities, computed as ``logaddexp(log_softmax(z_a), log_softmax(z_b)) - log 2`` (finite without a
       clamp). ``Activationsd(softmax=True)`` on it gives the averaged probabilities and its argmax the segmentation,
-      so MONAI inferers, MONAI Label and ``ckpt_export`` see an ordinary segmentation network.
+      so MONAI inferers, MONAI Label and ``ckpt_export`` see an ordinary segmentation network. Overlapping
+      sliding windows should be blended as probabilities: MONAI's ``SlidingWindowInferer`` averages these
+      log-probabilities (a geometric mean); :class:`~semiseg.inferers.ProbabilitySlidingWindowInferer`, the bundles'
+      inferer, averages their softmax and returns its log.
     - TorchScript (``torch.jit.script``) compiles only the eval path: a scripted ``DualNet`` always returns the
       ensemble tensor, whatever its mode. ``torch.jit.trace`` of an eval-mode ``DualNet`` also gives the eval path.
 
