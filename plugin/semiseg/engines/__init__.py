@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .objective import TEACHER_MODES, DualNetworkObjective
+from .run_length import RunLength, scale_count, total_iterations
 from .schedules import ConstantSchedule, GaussianRampUp, LinearRampUp
 from .trainer import NonFiniteLossError, SemiSupervisedTrainer
 
@@ -13,5 +14,8 @@ __all__ = [
     "GaussianRampUp",
     "LinearRampUp",
     "NonFiniteLossError",
+    "RunLength",
     "SemiSupervisedTrainer",
+    "scale_count",
+    "total_iterations",
 ]
