@@ -1,5 +1,5 @@
-"""Tests of semiseg.bundle.unlabeled and semiseg.bundle.length: what the bundles do when MONAI Label (or any tool)
-hands them only labeled pairs and asks for epochs. These run without monailabel."""
+"""Tests of semiseg.bundle.unlabeled: what the bundles do when MONAI Label (or any tool) hands them only labeled pairs
+(its request in epochs: tests/test_run_length.py). These run without monailabel."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from semiseg.bundle import DatasetNotFoundError, extra_unlabeled_images, run_iterations, scale_to_run, held_out_cases
+from semiseg.bundle import DatasetNotFoundError, extra_unlabeled_images, held_out_cases
 from semiseg.bundle import unlabeled_cases
 
 
@@ -86,19 +86,6 @@ def test_unlabeled_errors_name_the_entry(tmp_path) -> None:
     with pytest.raises(ValueError, match="labeled case 0"):
         unlabeled_cases([{"label": "x"}])
     assert extra_unlabeled_images(None) == [] and extra_unlabeled_images([]) == []
-
-
-def test_epochs_request_maps_to_iterations_and_keeps_the_schedule_shares() -> None:
-    assert run_iterations(6000) == 6000 and run_iterations(6000, None, 4) == 6000
-    assert run_iterations(6000, 50, 4) == 200  # MONAI Label's default: 50 epochs of 4 labeled batches
-    assert scale_to_run(4000, 6000, 200) == 133 and scale_to_run(2500, 6000, 200) == 83
-    assert scale_to_run(4000, 6000, 6000) == 4000 and scale_to_run(10, 6000, 3) == 1
-    with pytest.raises(ValueError, match="at least one labeled batch"):
-        run_iterations(6000, 5, 0)
-    with pytest.raises(ValueError, match="max_epochs must be a positive integer"):
-        run_iterations(6000, -1, 4)
-    with pytest.raises(ValueError, match="iterations must be a positive integer"):
-        run_iterations(2.5)
 
 
 def test_validation_cases_of_the_datalist_or_none_when_a_tool_hands_the_pairs(tmp_path) -> None:

@@ -136,8 +136,8 @@ def build_method(
 ) -> BundleMethod:
     """Resolve the bundle's network, objective and optimizer on ``device``, without its data.
 
-    The ramp-up lengths of the objective are taken for a run of the configured ``iterations`` (the bundle would
-    count the labeled loader's batches only when a tool asks for epochs), so no data set is read or written.
+    The ramp-ups of the objective are declared against the configured ``iterations`` (only a trainer given epochs
+    fits them to another length), so no data set is read or written.
     """
     parser = _method_parser(device, overrides, overlays)
     network = parser.get_parsed_content("network")
@@ -161,10 +161,7 @@ def build_objective(
 def _method_parser(
     device: torch.device, overrides: Mapping[str, Any] | None, overlays: Sequence[str]
 ) -> ConfigParser:
-    parser = bundle_parser({"device": f"$torch.device('{device}')", **(overrides or {})}, overlays)
-    if parser.get("run_iterations") is not None:  # a run of the configured length: no data loader to count
-        parser["run_iterations"] = "@iterations"
-    return parser
+    return bundle_parser({"device": f"$torch.device('{device}')", **(overrides or {})}, overlays)
 
 
 def make_batch(batch_size: int, patch: Sequence[int], labeled: bool = True) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import yaml
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from semiseg.bundle import scale_to_run
+from semiseg.engines.run_length import scale_count
 
 __all__ = ["bundle_folder", "run"]
 
@@ -55,7 +55,7 @@ def run(config_file: str | list[str] | None = None, **override: Any) -> None:
         old = int(parser["iterations"])
         for key in _RUN_SHARES:
             if key not in override and key in parser:
-                override[key] = scale_to_run(int(parser[key]), old, int(override["iterations"])) if parser[key] else 0
+                override[key] = scale_count(int(parser[key]), old, int(override["iterations"]))
     parser.update(pairs=override)
     workflow.initialize()
     trainer = parser.get_parsed_content("train#trainer")

@@ -1,12 +1,11 @@
 """Small helpers that the bundle configs call: where the bundle is, its data (also when MONAI Label hands it only
-labeled pairs), its training length, its sliding-window geometry."""
+labeled pairs), its sliding-window geometry. (The training length is the trainer's: ``semiseg.engines.RunLength``.)"""
 
 from __future__ import annotations
 
 from semiseg.arguments import flag
 
 from .dataset import DatasetNotFoundError, image_datalist, load_bundle_datalist, require_cases
-from .length import run_iterations, scale_to_run
 from .root import default_bundle_root
 from .sliding_window import overlap_for_stride
 from .unlabeled import extra_unlabeled_images, held_out_cases, images_in_folders, unlabeled_cases, validation_cases
@@ -22,8 +21,6 @@ __all__ = [
     "load_bundle_datalist",
     "overlap_for_stride",
     "require_cases",
-    "run_iterations",
-    "scale_to_run",
     "unlabeled_cases",
     "validation_cases",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .objective import TEACHER_MODES, DualNetworkObjective
 from .pseudo_label_pass import PSEUDO_LABEL_PASSES, no_dropout_logits
+from .run_length import RunLength, scale_count, total_iterations
 from .schedules import ConstantSchedule, GaussianRampUp, LinearRampUp
 from .trainer import NonFiniteLossError, SemiSupervisedTrainer
 
@@ -15,6 +16,9 @@ __all__ = [
     "GaussianRampUp",
     "LinearRampUp",
     "NonFiniteLossError",
+    "RunLength",
     "SemiSupervisedTrainer",
     "no_dropout_logits",
+    "scale_count",
+    "total_iterations",
 ]

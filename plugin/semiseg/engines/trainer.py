@@ -15,6 +15,7 @@ from monai.utils import min_version, optional_import
 from torch.utils.data import DataLoader
 
 from semiseg.engines.objective import DualNetworkObjective
+from semiseg.engines.run_length import RunLength
 from semiseg.engines.streams import (
     DataStream,
     augmentation_random_states,
@@ -39,8 +40,14 @@ class SemiSupervisedTrainer(Trainer):
     unlabeled batch from ``unlabeled_data_loader`` (cycled on its own, so the two streams need not have the same
     length), runs the network once on both, and minimises the objective (see ``DualNetworkObjective``). When no term
     of the objective learns from unlabeled volumes (the supervised baseline), the unlabeled stream is not drawn, so
-    the baseline sees labeled batches only (batch-norm statistics included) and costs no unlabeled forward. Training
-    length is counted in iterations, as the literature does; ``max_epochs`` is derived from it.
+    the baseline sees labeled batches only (batch-norm statistics included) and costs no unlabeled forward.
+
+    The trainer owns the run length: training is counted in iterations, as the literature does, and the trainer
+    resolves its total once (``total_iterations``, see ``RunLength``), which handlers read. When a tool asks for
+    epochs (MONAI Label sets ``max_epochs``), the run is ``max_epochs * epoch_length`` iterations and every count
+    declared against ``iterations`` keeps its share of the run: the ramps of the objective's schedules, the interval
+    of a ``ValidationHandler`` and the step of a ``StepLR`` stepped by a train handler (fitted before the handlers
+    attach).
 
     The trainer's ``state_dict`` holds, beside ignite's iteration and epoch, the position of both data streams (pass,
     batches taken in it, the random state the pass was shuffled with, see ``DataStream``) and the state of the random
@@ -60,9 +67,10 @@ class SemiSupervisedTrainer(Trainer):
             ``logits_b``, ``features_a``, ``features_b``.
         optimizer: the optimizer of the network's parameters.
         objective: the loss terms and their weights.
-        iterations: total number of training iterations; the run stops exactly there.
-        max_epochs: alternative to ``iterations`` (epochs of ``epoch_length`` iterations); ignored when
-            ``iterations`` is given.
+        iterations: number of training iterations, which the schedules and intervals are declared against; the run
+            stops exactly there unless ``max_epochs`` is given.
+        max_epochs: epochs of ``epoch_length`` iterations asked for by a tool (MONAI Label); when given, the run is
+            ``max_epochs * epoch_length`` iterations and the counts declared against ``iterations`` are fitted to it.
         epoch_length: iterations per epoch; default ``len(train_data_loader)``.
         non_blocking: non-blocking host-to-device copies.
         prepare_batch: MONAI-style batch preparation, returns (image, label) for a batch dict.
@@ -102,22 +110,16 @@ class SemiSupervisedTrainer(Trainer):
         decollate: bool = False,
         to_kwargs: dict | None = None,
     ) -> None:
-        if iterations is None and max_epochs is None:
-            raise ValueError("give the training length as `iterations` (or `max_epochs`).")
-        if iterations is not None and iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {iterations}.")
         if epoch_length is None:
             epoch_length = len(train_data_loader)  # type: ignore[arg-type]
-        if epoch_length < 1:
-            raise ValueError("the labeled data loader is empty: no labeled case to train on.")
-        if iterations is not None:
-            max_epochs = math.ceil(iterations / epoch_length)
+        self.run_length = RunLength(iterations, max_epochs, epoch_length)
+        self.run_length.fit_components(_schedules(objective), train_handlers or ())
         if unlabeled_data_loader is None and objective.uses_unlabeled:
             warnings.warn("no unlabeled data: the unlabeled loss terms stay off and training is supervised only.")
         extra = {"metric_cmp_fn": metric_cmp_fn} if metric_cmp_fn is not None else {}
         super().__init__(
             device=device,
-            max_epochs=max_epochs,  # type: ignore[arg-type]
+            max_epochs=self.run_length.max_epochs,
             data_loader=train_data_loader,
             epoch_length=epoch_length,
             non_blocking=non_blocking,
@@ -140,15 +142,15 @@ class SemiSupervisedTrainer(Trainer):
         self.objective = objective
         self.optim_set_to_none = optim_set_to_none
         self.unlabeled_data_loader = unlabeled_data_loader
-        self.iterations = iterations
+        self.total_iterations = self.run_length.total
         self.labeled_stream = DataStream(train_data_loader)
         self.unlabeled_stream = DataStream(unlabeled_data_loader, set_sampler_epoch=True)
         self._unlabeled_batches: Iterator | None = None
-        if iterations is not None:
+        if iterations is not None:  # stop inside an epoch (a run given in epochs ends with its last epoch)
             self.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._reached_end), self._stop)
 
     def _reached_end(self, engine: Any, event: int) -> bool:
-        return self.iterations is not None and engine.state.iteration >= self.iterations
+        return engine.state.iteration >= self.total_iterations
 
     @staticmethod
     def _stop(engine: Trainer) -> None:
@@ -242,6 +244,11 @@ class SemiSupervisedTrainer(Trainer):
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return {Keys.IMAGE: image_l, Keys.LABEL: label_l, **values, "terms": values}
+
+
+def _schedules(objective: DualNetworkObjective) -> list[Any]:
+    """The objective's schedules (its callable attributes that are not modules: loss weights, percentile)."""
+    return [value for value in vars(objective).values() if callable(value) and not isinstance(value, torch.nn.Module)]
 
 
 def _raise_if_not_finite(values: dict[str, float], iteration: int) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 from monai.utils import min_version, optional_import
 from tqdm.auto import tqdm
 
+from semiseg.engines.run_length import total_iterations
+
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
 __all__ = ["ProgressBarHandler", "EpochCompleteFilter"]
@@ -27,10 +29,10 @@ class ProgressBarHandler:
     """Show one bar for the whole training run, with the current loss and the ETA.
 
     ignite's ``ProgressBar`` draws one bar per epoch, which says little when an epoch is a handful of iterations
-    (8 labeled cases, batch 2). This handler counts iterations up to the trainer's planned total (its
-    ``iterations`` attribute, else ``max_epochs * epoch_length``), and is attached like any MONAI handler. It also
-    stops the engine's logger from printing ignite's "Epoch[n] Complete" line after every epoch (every 2 iterations
-    with 4 labeled cases); the engine's other messages (checkpoints saved, errors) still show.
+    (8 labeled cases, batch 2). This handler counts iterations up to the trainer's total (``total_iterations``, see
+    ``semiseg.engines.run_length.total_iterations``), and is attached like any MONAI handler. It also stops the
+    engine's logger from printing ignite's "Epoch[n] Complete" line after every epoch (every 2 iterations with 4
+    labeled cases); the engine's other messages (checkpoints saved, errors) still show.
 
     Args:
         output_key: the key of ``engine.state.output`` shown beside the bar.
@@ -59,7 +61,7 @@ class ProgressBarHandler:
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._close_on_error)
 
     def _open(self, engine: Any) -> None:
-        total = getattr(engine, "iterations", None) or engine.state.max_epochs * engine.state.epoch_length
+        total = total_iterations(engine)
         self._bar = tqdm(total=total, initial=engine.state.iteration, desc="train", unit="it", disable=self.disable)
 
     def _update(self, engine: Any) -> None:

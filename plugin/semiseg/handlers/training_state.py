@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from monai.utils import min_version, optional_import
 
+from semiseg.engines.run_length import total_iterations
 from semiseg.engines.streams import load_numpy_random_state, numpy_random_state_dict
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -161,7 +162,7 @@ class TrainingStateHandler:
                 raise ValueError(f"checkpoint {path} does not fit {name!r} of this run: {error}") from error
         # the plan of this run wins over the one stored with the trainer (a resumed run may be given more iterations)
         engine.state.max_epochs = planned_epochs
-        planned = getattr(engine, "iterations", None) or planned_epochs * engine.state.epoch_length
+        planned = total_iterations(engine)
         if engine.state.iteration > planned:
             raise ValueError(f"checkpoint {path} is at iteration {engine.state.iteration}, past this run's {planned}.")
         self.resumed_from = path
