@@ -125,7 +125,6 @@ def run_alignment(
         the JSON object printed last.
     """
     from benchmarks.report import BenchmarkReport
-    from semiseg.losses import compute_reliability
 
     if isinstance(overrides, str):
         overrides = json.loads(overrides)
@@ -174,13 +173,8 @@ def run_alignment(
                 continue
             cosines.setdefault(name, []).append(float(g @ g_oracle / (g.norm() * g_oracle.norm()).clamp_min(1e-12)))
             ratios.setdefault(name, []).append(float(g.norm() / g_oracle.norm().clamp_min(1e-12)))
-        with torch.no_grad():
-            percentile = float(terms["percentile"]) if "percentile" in terms else 20.0
-            masks = compute_reliability(
-                torch.softmax(u_a, 1), torch.softmax(u_b, 1), percentile,
-                class_balanced=objective.class_balanced_reliability,
-            )  # fmt: skip
-            for key, value in _pseudo_label_quality(masks, truth).items():
+        if objective.masks is not None:  # the objective's own masks of this batch's unlabeled items
+            for key, value in _pseudo_label_quality(objective.masks, truth).items():
                 quality.setdefault(key, []).append(value)
 
     report = BenchmarkReport("alignment", statistic="mean")
