@@ -130,7 +130,6 @@ def run_alignment(
     """
     from benchmarks.report import BenchmarkReport
     from semiseg.engines import no_dropout_logits
-    from semiseg.losses import compute_reliability
 
     if isinstance(overrides, str):
         overrides = json.loads(overrides)
@@ -181,16 +180,15 @@ def run_alignment(
             cosines.setdefault(name, []).append(float(g @ g_oracle / (g.norm() * g_oracle.norm()).clamp_min(1e-12)))
             ratios.setdefault(name, []).append(float(g.norm() / g_oracle.norm().clamp_min(1e-12)))
         with torch.no_grad():
-            percentile = float(terms["percentile"]) if "percentile" in terms else 20.0
             network.eval()
             passes = {"": (u_a, u_b), "_no_dropout": (teacher["logits_a"], teacher["logits_b"])}
             passes["_eval"] = network.forward_branches(image_u)
             network.train()
+            own = "" if objective.pseudo_label_pass == "train" else "_no_dropout"  # the pass the objective taught from
             for suffix, (p_a, p_b) in passes.items():
-                masks = compute_reliability(
-                    torch.softmax(p_a.float(), 1), torch.softmax(p_b.float(), 1), percentile,
-                    class_balanced=objective.class_balanced_reliability,
-                )  # fmt: skip
+                masks = objective.masks if suffix == own else None
+                if masks is None:
+                    masks = objective.reliability(torch.softmax(p_a.float(), 1), torch.softmax(p_b.float(), 1), iteration)
                 for key, value in _pseudo_label_quality(masks, truth).items():
                     quality.setdefault(key + suffix, []).append(value)
 

@@ -16,6 +16,7 @@ from semiseg.losses import (
     KLUncertaintyLoss,
     PredictionConsistencyLoss,
     PrototypeContrastiveLoss,
+    ReliabilityEstimator,
 )
 from semiseg.losses.distributed import all_gather_cat, all_reduce_sum, global_batch, world_size
 from semiseg.networks import DualNet, ResVNet, VNet
@@ -34,13 +35,13 @@ def _setup(teacher_mode: str) -> tuple[torch.nn.Module, DualNetworkObjective, to
     )
     objective = DualNetworkObjective(
         cross_pseudo=CrossPseudoSupervisionLoss(),
-        entropy_filter=EntropyFilteredLoss(percentile=30.0),
+        entropy_filter=EntropyFilteredLoss(),
         kl_uncertainty=KLUncertaintyLoss(),
         consistency=PredictionConsistencyLoss(),
         contrastive=PrototypeContrastiveLoss(num_classes=2, max_samples=10**6),
         cross_reliable=CrossReliableSupervisionLoss(),
         teacher_mode=teacher_mode,
-        class_balanced_reliability=True,
+        reliability=ReliabilityEstimator(percentile=30.0, class_balanced=True),
         unlabeled_weight=0.5,
         contrastive_weight=0.5,
     )

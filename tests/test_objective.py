@@ -11,6 +11,8 @@ from semiseg.losses import (
     KLUncertaintyLoss,
     PredictionConsistencyLoss,
     PrototypeContrastiveLoss,
+    ReliabilityEstimator,
+    compute_reliability,
 )
 
 UNLABELED_TERMS = ("cps", "entropy_filter", "kl", "consistency", "contrastive")
@@ -19,7 +21,7 @@ UNLABELED_TERMS = ("cps", "entropy_filter", "kl", "consistency", "contrastive")
 def full_objective(**kwargs) -> DualNetworkObjective:
     return DualNetworkObjective(
         cross_pseudo=CrossPseudoSupervisionLoss(),
-        entropy_filter=EntropyFilteredLoss(percentile=20.0),
+        entropy_filter=EntropyFilteredLoss(),
         kl_uncertainty=KLUncertaintyLoss(),
         consistency=PredictionConsistencyLoss(),
         contrastive=PrototypeContrastiveLoss(num_classes=2, temperature=0.1),
@@ -69,11 +71,37 @@ def test_schedules_follow_the_iteration() -> None:
     assert late == pytest.approx(0.1)
 
 
-def test_percentile_schedule_drives_the_entropy_filter() -> None:
-    objective = full_objective(percentile=lambda t: 10.0 + t)
-    out = objective(fake_outputs(), labels(), iteration=30)
+def test_percentile_schedule_drives_the_masks_the_objective_exposes() -> None:
+    objective = full_objective(reliability=ReliabilityEstimator(schedule=lambda t: 10.0 + t))
+    outputs = fake_outputs()
+    out = objective(outputs, labels(), iteration=30)
     assert out["percentile"].item() == pytest.approx(40.0)
-    assert objective.entropy_filter.percentile == pytest.approx(40.0)
+    u_a, u_b = (torch.softmax(outputs[k][2:].detach(), 1) for k in ("logits_a", "logits_b"))
+    expected = compute_reliability(u_a, u_b, 40.0)
+    assert objective.masks is not None
+    for got, want in zip(objective.masks, expected):
+        assert torch.equal(got, want)
+    assert out["reliable_fraction"].item() == pytest.approx(expected.reliable.float().mean().item())
+    # the entropy filter is fed the objective's masks: its own percentile is not read
+    objective.entropy_filter.percentile = 99.0
+    again = objective(outputs, labels(), iteration=30)
+    assert again["entropy_filter"].item() == pytest.approx(out["entropy_filter"].item())
+    objective(outputs, labels()[:0].new_zeros(4, 1, 6, 6, 6), iteration=30)  # no unlabeled item: no masks
+    assert objective.masks is None
+
+
+def test_reliability_estimator_validates_and_follows_its_schedule() -> None:
+    estimator = ReliabilityEstimator(percentile=25, class_balanced=True)
+    assert estimator.percentile_at(7) == 25.0 and estimator.class_balanced
+    assert ReliabilityEstimator(schedule=lambda t: 5.0 * t).percentile_at(3) == 15.0
+    with pytest.raises(ValueError, match="percentile"):
+        ReliabilityEstimator(schedule=lambda t: 0.0).percentile_at(1)
+    with pytest.raises(ValueError, match="percentile"):
+        ReliabilityEstimator(percentile=0)
+    with pytest.raises(ValueError, match="class_balanced must be True or False"):
+        ReliabilityEstimator(class_balanced="false")
+    with pytest.raises(ValueError, match="schedule"):
+        ReliabilityEstimator(schedule=20.0)
 
 
 def test_supervised_only_has_no_unlabeled_term_and_ignores_unlabeled_items() -> None:
@@ -142,7 +170,11 @@ def test_class_balanced_reliability_gives_the_contrastive_term_a_foreground_prot
             outputs[key][:, 1] = 0.0
             outputs[key][:, 1, 1:3, 1:3, 1:3] = 5.0 + torch.rand(outputs[key][:, 1, 1:3, 1:3, 1:3].shape)
     for class_balanced in (False, True):
-        objective = full_objective(unlabeled_weight=1.0, contrastive_weight=1.0, class_balanced_reliability=class_balanced)
+        objective = full_objective(
+            unlabeled_weight=1.0,
+            contrastive_weight=1.0,
+            reliability=ReliabilityEstimator(class_balanced=class_balanced),
+        )
         terms = objective(outputs, labels(), iteration=0)
         assert objective.contrastive_a.prototype_valid.tolist() == [True, class_balanced]
         if class_balanced:
@@ -163,9 +195,7 @@ def test_prototype_state_of_each_branch_is_separate_and_saved() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="teacher_mode"):
         DualNetworkObjective(teacher_mode="both")
-    with pytest.raises(ValueError, match="class_balanced_reliability must be True or False"):
-        DualNetworkObjective(class_balanced_reliability="false")
+    with pytest.raises(ValueError, match="reliability must be a ReliabilityEstimator"):
+        DualNetworkObjective(reliability=20.0)
     with pytest.raises(ValueError, match="weight must be >= 0"):
         DualNetworkObjective(unlabeled_weight=-1.0)
-    with pytest.raises(ValueError, match="percentile schedule"):
-        DualNetworkObjective(percentile=lambda t: 20.0)

@@ -70,6 +70,20 @@ def test_prototypes_are_stored_normalised():
     assert loss.prototype_valid.tolist() == [True, True]
 
 
+def test_prototypes_read_only_the_reliable_voxels():
+    # a non-finite feature on a voxel that is neither reliable nor an anchor must not reach the prototypes
+    features, labels, reliable, uncertain = _inputs()
+    features = torch.cat([features, torch.full((1, 2, 1), float("nan"))], dim=2)  # v5: class 1, not read
+    labels = torch.cat([labels, torch.ones(1, 1, 1, dtype=labels.dtype)], dim=2)
+    reliable = torch.cat([reliable, torch.zeros(1, 1, 1, dtype=torch.bool)], dim=2)
+    uncertain = torch.cat([uncertain, torch.zeros(1, 1, 1, dtype=torch.bool)], dim=2)
+    loss = PrototypeContrastiveLoss(temperature=0.5)
+    value = loss(features, labels, reliable, uncertain)
+    expected = torch.tensor([[2.0, 1.0], [0.0, math.sqrt(5.0)]]) / math.sqrt(5.0)
+    assert torch.allclose(loss.prototypes, expected, atol=1e-6)
+    assert value.item() == pytest.approx(float(np.mean(_hand_losses(0.5))), rel=1e-5)
+
+
 def test_gradient_reaches_anchor_features_only():
     features, labels, reliable, uncertain = _inputs(requires_grad=True)
     PrototypeContrastiveLoss(temperature=0.5)(features, labels, reliable, uncertain).backward()

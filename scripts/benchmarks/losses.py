@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from semiseg.losses import ReliabilityMasks, compute_reliability
+from semiseg.losses import ReliabilityMasks
 
 from .builder import (
     NO_CONTRASTIVE_OVERLAY,
@@ -114,7 +114,7 @@ def run_losses(
         unlabeled_batch=unlabeled_batch,
         parameters=sum(p.numel() for p in network.parameters()),
         bundle="bundles/la/configs/train.json + demo.json; supervised: " + SUPERVISED_OVERLAY,
-        class_balanced_reliability=bool(full.class_balanced_reliability),
+        reliability=repr(full.reliability),
         optimizer=f"{type(optimizer).__name__} lr {sgd['lr']} momentum {sgd['momentum']} wd {sgd['weight_decay']}",
         precision=precision_of(dev),
         seed=seed,
@@ -129,12 +129,6 @@ def run_losses(
         "supervised-only step skips; contrastive_share measures that.",
     ]
     return report.print()
-
-
-def _reliability_masks(objective: nn.Module, probs_a: torch.Tensor, probs_b: torch.Tensor) -> ReliabilityMasks:
-    """The reliability masks as the objective computes them at iteration 1 (its percentile, its class balance)."""
-    percentile = float(objective.entropy_filter.percentile)
-    return compute_reliability(probs_a, probs_b, percentile, class_balanced=objective.class_balanced_reliability)
 
 
 def _time_each_term(
@@ -155,7 +149,7 @@ def _time_each_term(
     head_a, head_b = full.contrastive_a, full.contrastive_b
 
     def masks_of(z_a: torch.Tensor, z_b: torch.Tensor) -> ReliabilityMasks:
-        return _reliability_masks(full, torch.softmax(z_a[n_l:], 1), torch.softmax(z_b[n_l:], 1))
+        return full.reliability(torch.softmax(z_a[n_l:], 1), torch.softmax(z_b[n_l:], 1), 1)  # the objective's own
 
     masks = masks_of(leaves["logits_a"].detach(), leaves["logits_b"].detach())
 

@@ -20,10 +20,9 @@ import torch
 import torch.nn as nn
 from monai.losses import DiceCELoss
 
-from semiseg.arguments import check_bool
 from semiseg.engines.pseudo_label_pass import PSEUDO_LABEL_PASSES
 from semiseg.engines.schedules import ConstantSchedule
-from semiseg.losses import PrototypeContrastiveLoss, ReliabilityMasks, compute_reliability
+from semiseg.losses import PrototypeContrastiveLoss, ReliabilityEstimator, ReliabilityMasks
 from semiseg.losses.distributed import all_reduce_sum, global_batch
 
 __all__ = ["DualNetworkObjective", "TEACHER_MODES"]
@@ -47,18 +46,21 @@ class DualNetworkObjective(nn.Module):
         unlabeled_weight: schedule ``iteration -> lambda(t)`` of the pseudo-label terms (CPS, entropy filter, KL,
             consistency), or a number for a constant weight.
         contrastive_weight: schedule ``iteration -> lambda_c(t)`` of the contrastive term, or a number.
-        percentile: optional schedule ``iteration -> q`` of the entropy percentile; None keeps the value the entropy
-            filter was built with (20 by default).
+        reliability: the ``ReliabilityEstimator`` (entropy percentile, its optional schedule, class balance) whose
+            masks the entropy filter and the prototype contrast read; the one place these are configured (the entropy
+            filter's own percentile applies only when it is called alone). None: ``ReliabilityEstimator()`` (q = 20,
+            over the whole batch).
         teacher_mode: ``"symmetric"``: both branches learn every unlabeled term. ``"weaker"``: as in the released
             recipe, the KL, consistency and contrastive terms train only the branch with the higher supervised loss
             of the iteration, taught by the other.
-        class_balanced_reliability: the entropy percentile of the reliability masks (entropy filter and prototype
-            contrast) is taken per predicted class instead of over the whole batch (see ``compute_reliability``).
         pseudo_label_pass: where the teaching side of the pseudo-label terms comes from (reliability masks and fused
             pseudo-labels, CPS's hard labels, KL's teacher distribution): ``"train"`` (default) the training forward
             itself, dropout included; ``"no_dropout"`` the logits of a gradient-free forward without dropout
             (``semiseg.engines.no_dropout_logits``), which ``SemiSupervisedTrainer`` runs and passes as
             ``teacher_logits``. The students (the logits that get gradient) are the training forward either way.
+
+    After each call with unlabeled items, ``masks`` holds the ``ReliabilityMasks`` of those items (None when no term
+    reads them), so diagnostics reuse the objective's own masks instead of recomputing them.
 
     Under ``DistributedDataParallel`` each process computes the terms of its shard of the batch inside
     ``semiseg.losses.distributed.global_batch``: the entropy percentiles, the prototypes, the divisors of the masked
@@ -78,9 +80,8 @@ class DualNetworkObjective(nn.Module):
         cross_reliable_weight: float = 0.5,
         unlabeled_weight: Callable[[int], float] | float = 0.1,
         contrastive_weight: Callable[[int], float] | float = 0.1,
-        percentile: Callable[[int], float] | None = None,
+        reliability: ReliabilityEstimator | None = None,
         teacher_mode: str = "symmetric",
-        class_balanced_reliability: bool = False,
         pseudo_label_pass: str = "train",
     ) -> None:
         super().__init__()
@@ -88,11 +89,10 @@ class DualNetworkObjective(nn.Module):
             raise ValueError(f"pseudo_label_pass must be one of {PSEUDO_LABEL_PASSES}, got {pseudo_label_pass!r}.")
         if teacher_mode not in TEACHER_MODES:
             raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}, got {teacher_mode!r}.")
-        check_bool(class_balanced_reliability, "class_balanced_reliability")
         if cross_reliable_weight < 0:
             raise ValueError(f"cross_reliable_weight must be >= 0, got {cross_reliable_weight}.")
-        if percentile is not None and entropy_filter is None and contrastive is None:
-            raise ValueError("a percentile schedule needs the entropy filter or the contrastive term to act on.")
+        if reliability is not None and not isinstance(reliability, ReliabilityEstimator):
+            raise ValueError(f"reliability must be a ReliabilityEstimator or None, got {type(reliability).__name__}.")
         self.supervised_loss = supervised_loss or DiceCELoss(to_onehot_y=True, softmax=True)
         self.cross_pseudo = cross_pseudo
         self.entropy_filter = entropy_filter
@@ -104,9 +104,9 @@ class DualNetworkObjective(nn.Module):
         self.cross_reliable_weight = float(cross_reliable_weight)
         self.unlabeled_weight = _as_schedule(unlabeled_weight)
         self.contrastive_weight = _as_schedule(contrastive_weight)
-        self.percentile = percentile
+        self.reliability = reliability or ReliabilityEstimator()
+        self.masks: ReliabilityMasks | None = None
         self.teacher_mode = teacher_mode
-        self.class_balanced_reliability = class_balanced_reliability
         self.pseudo_label_pass = pseudo_label_pass
 
     @property
@@ -163,6 +163,7 @@ class DualNetworkObjective(nn.Module):
         teacher_logits: dict[str, torch.Tensor] | None,
     ) -> dict[str, torch.Tensor]:
         n_l = label.shape[0]
+        self.masks = None
         z_a, z_b = outputs["logits_a"].float(), outputs["logits_b"].float()
         terms = {"sup_a": self.supervised_loss(z_a[:n_l], label), "sup_b": self.supervised_loss(z_b[:n_l], label)}
         if self.cross_reliable is not None:
@@ -202,13 +203,9 @@ class DualNetworkObjective(nn.Module):
         stats: dict[str, torch.Tensor] = {}
         masks: ReliabilityMasks | None = None
         if self.entropy_filter is not None or self.contrastive_a is not None:
-            q = self._current_percentile(iteration)
-            masks = compute_reliability(
-                torch.softmax(t_a.detach(), 1),
-                torch.softmax(t_b.detach(), 1),
-                q,
-                class_balanced=self.class_balanced_reliability,
-            )
+            q = self.reliability.percentile_at(iteration)
+            masks = self.reliability(torch.softmax(t_a.detach(), 1), torch.softmax(t_b.detach(), 1), iteration)
+            self.masks = masks
             stats["percentile"] = torch.tensor(q, device=u_a.device)
             stats["reliable_fraction"] = masks.reliable.float().mean()
         if self.cross_pseudo is not None:
@@ -260,16 +257,6 @@ class DualNetworkObjective(nn.Module):
                     f"{tuple(student.shape)}."
                 )
         return teacher
-
-    def _current_percentile(self, iteration: int) -> float:
-        if self.percentile is not None:
-            q = float(self.percentile(iteration))
-            if self.entropy_filter is not None:
-                self.entropy_filter.percentile = q
-            return q
-        if self.entropy_filter is not None:
-            return float(self.entropy_filter.percentile)
-        return 20.0
 
 
 def _as_schedule(value: Callable[[int], float] | float) -> Callable[[int], float]:

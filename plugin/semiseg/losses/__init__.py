@@ -17,6 +17,7 @@ from .entropy_filter import (
     voxel_entropy,
 )
 from .prototype import PrototypeContrastiveLoss
+from .reliability import ReliabilityEstimator
 from .uncertainty import KLUncertaintyLoss
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "KLUncertaintyLoss",
     "PredictionConsistencyLoss",
     "PrototypeContrastiveLoss",
+    "ReliabilityEstimator",
     "ReliabilityMasks",
     "batch_percentile",
     "class_percentiles",

@@ -270,7 +270,10 @@ class EntropyFilteredLoss(_Loss):
     uncertain for both networks). The pseudo-label and the masks carry no gradient; the cross-entropy trains both
     networks' logits. A batch without reliable voxels gives a 0 that is still connected to the graph.
 
-    ``percentile`` may be changed between iterations (for example by a schedule); it is validated when set.
+    ``percentile`` and ``class_balanced`` apply only when ``forward`` is called without masks (the loss used on
+    its own). ``DualNetworkObjective`` always passes the masks of its
+    :class:`~semiseg.losses.reliability.ReliabilityEstimator`, the one place where the objective's percentile,
+    schedule and class balance are set. ``percentile`` is validated when set.
 
     After Lu et al. (2025), Knowledge-Based Systems (arXiv 2509.13084), see :mod:`semiseg.losses.entropy_filter`.
     """

@@ -24,7 +24,7 @@ class PrototypeContrastiveLoss(_Loss):
     use (only the voxels read are normalised, so the network need not normalise the whole map):
 
     - the prototype of class c is the L2-normalised mean feature of the voxels that are reliable and have
-      pseudo-label c, over the whole batch; prototypes are detached and, with ``ema_momentum`` m, blended with the
+      pseudo-label c, over the whole batch (only the reliable voxels' features are read, gathered by index); prototypes are detached and, with ``ema_momentum`` m, blended with the
       stored ones, ``P <- normalise(m * P_stored + (1 - m) * P_batch)``;
     - at most ``max_samples`` uncertain voxels are drawn uniformly without replacement as anchors (with
       ``torch.randperm``, so reproducible under ``torch.manual_seed``); the cost does not grow with the volume;
@@ -184,13 +184,14 @@ class PrototypeContrastiveLoss(_Loss):
             prototypes (C, F) float32, L2-normalised (zero rows where invalid), and valid (C,) bool.
         """
         with torch.autocast(device_type=features.device.type, enabled=False):
-            flat = features.detach().flatten(2).float()  # (B, F, N)
-            # weight 1/|f_v| on each reliable voxel of class c: the sum of normalised features without a full copy
-            inverse_norm = flat.square().sum(dim=1).sqrt().clamp_min(1e-12).reciprocal()  # (B, N)
-            membership = F.one_hot(labels, self.num_classes).permute(0, 2, 1).float()  # (B, C, N)
-            membership = membership * reliable[:, None].float()
-            counts = membership.sum(dim=(0, 2))  # (C,)
-            sums = torch.einsum("bfn,bcn->cf", flat, membership * inverse_norm[:, None])
+            # read only the reliable voxels (R of B * N): their normalised features summed per class
+            flat_index = reliable.reshape(-1).nonzero().squeeze(1)  # (R,)
+            num_voxels = labels.shape[1]
+            picked = features.detach().flatten(2)[flat_index // num_voxels, :, flat_index % num_voxels]  # (R, F)
+            picked = F.normalize(picked.float(), dim=1)
+            picked_labels = labels.reshape(-1)[flat_index]  # (R,)
+            sums = picked.new_zeros(self.num_classes, picked.shape[1]).index_add_(0, picked_labels, picked)
+            counts = torch.bincount(picked_labels, minlength=self.num_classes).float()  # (C,)
             if world_size() > 1:  # the prototypes of the global batch: one all-reduce of the sums and counts
                 reduced = all_reduce_sum(torch.cat([sums, counts[:, None]], dim=1))
                 sums, counts = reduced[:, :-1], reduced[:, -1]
