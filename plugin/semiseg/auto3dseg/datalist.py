@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from semiseg.data.datalist import read_json_file
+
 __all__ = ["assign_folds", "convert_datalist", "fold_datalist", "read_datalist"]
 
 
@@ -30,13 +32,7 @@ def read_datalist(datalist: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
         content, name = json.loads(json.dumps(dict(datalist))), "the datalist"
     else:
         path = Path(datalist).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"datalist file not found: {path}")
-        try:
-            content = json.loads(path.read_text())
-        except ValueError as error:
-            raise ValueError(f"datalist {path} is not valid JSON: {error}") from error
-        name = str(path)
+        content, name = read_json_file(path), str(path)
     if not isinstance(content, dict) or not isinstance(content.get("training"), list):
         raise ValueError(f"{name} must be a JSON object with a 'training' list")
     for key in ("training", "validation", "unlabeled", "test", "testing"):

@@ -20,12 +20,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from monai.data import load_decathlon_datalist
 
 from semiseg.arguments import is_integer
 
-__all__ = ["SemiSupervisedDatalist", "load_semisupervised_datalist", "unlabeled_from_images"]
+__all__ = ["SemiSupervisedDatalist", "load_semisupervised_datalist", "read_json_file", "unlabeled_from_images"]
 
 
 @dataclass
@@ -77,12 +78,7 @@ def load_semisupervised_datalist(
             training entries.
     """
     path = Path(datalist).expanduser().resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"datalist file not found: {path}")
-    try:
-        content = json.loads(path.read_text())
-    except ValueError as error:
-        raise ValueError(f"datalist {path} is not valid JSON: {error}") from error
+    content = read_json_file(path)
     if not isinstance(content, dict):
         raise ValueError(
             f"datalist {path} must hold a JSON object with a 'training' list, got {type(content).__name__}"
@@ -132,6 +128,21 @@ def load_semisupervised_datalist(
     return SemiSupervisedDatalist(
         labeled=labeled, unlabeled=unlabeled, validation=lists["validation"], test=lists["test"]
     )
+
+
+def read_json_file(path: Path) -> Any:
+    """The parsed content of the datalist file ``path``.
+
+    Raises:
+        FileNotFoundError: when ``path`` is not a file.
+        ValueError: when it is not valid JSON; the message names the file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"datalist {path} is not valid JSON: {error}") from error
 
 
 def unlabeled_from_images(images: Sequence[str | os.PathLike], labeled: Sequence[dict]) -> list[dict]:
