@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from semiseg.bundle import DatasetNotFoundError, default_bundle_root, image_datalist, load_bundle_datalist
+from semiseg.bundle import BundleData, DatasetNotFoundError, default_bundle_root, image_datalist
 from semiseg.bundle import overlap_for_stride, require_cases
 
 
@@ -25,7 +25,7 @@ def test_bundle_root_from_the_command_line(tmp_path) -> None:
 
 def test_missing_dataset_says_how_to_prepare_it_or_run_the_demo(tmp_path) -> None:
     with pytest.raises(DatasetNotFoundError) as err:
-        load_bundle_datalist(str(tmp_path / "datalist.json"), str(tmp_path), 8, "la")
+        BundleData(str(tmp_path / "datalist.json"), str(tmp_path), 8, bundle_name="la").labeled
     text = str(err.value)
     assert "scripts/prepare_la.py" in text and "demo.json" in text and str(tmp_path) in text
 
