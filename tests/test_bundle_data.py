@@ -125,3 +125,24 @@ def test_the_config_reads_its_lists_from_one_data_object(phantoms: Path) -> None
     images = {Path(c["image"]).name for c in unlabeled}
     assert {Path(c["image"]).name for c in pairs[:3]}.isdisjoint(images) and len(images) == 3
     assert parser.get_parsed_content("test#dataset#data") == []
+
+
+@pytest.mark.parametrize("check_data", [True, "false"])
+def test_evaluation_without_a_datalist_stops_with_directions(tmp_path: Path, check_data: bool | str) -> None:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    parser.update({"dataset_dir": str(tmp_path), "check_data": check_data})
+    with pytest.raises(Exception) as error:
+        parser.get_parsed_content("initialize")
+    cause = error.value
+    while cause is not None and not isinstance(cause, DatasetNotFoundError):
+        cause = cause.__cause__
+    assert cause is not None and "scripts/prepare_la.py" in str(cause) and "demo.json" in str(cause)
+
+
+def test_a_config_needs_only_import_semiseg_for_its_expressions() -> None:
+    import semiseg
+
+    assert semiseg.bundle.BundleData is BundleData and semiseg.data.load_semisupervised_datalist is not None
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        semiseg.nothing  # noqa: B018
