@@ -30,7 +30,8 @@ def _volume(path: Path, values: np.ndarray) -> str:
 @pytest.fixture
 def phantoms(tmp_path: Path) -> Path:
     """A small phantom dataset (6 training cases, 2 test cases) and its datalist."""
-    return Path(write_phantom_dataset(tmp_path / "data", num_train=6, num_test=2, kind="la", seed=0, shape=(24, 24, 16)))
+    datalist = write_phantom_dataset(tmp_path / "data", num_train=6, num_test=2, kind="la", seed=0, shape=(24, 24, 16))
+    return Path(datalist)
 
 
 def test_the_datalist_file_is_read_once_and_gives_the_split_of_the_reader(phantoms: Path, monkeypatch) -> None:
@@ -112,7 +113,8 @@ def test_the_config_reads_its_lists_from_one_data_object(phantoms: Path) -> None
     parser.update({"dataset_dir": str(phantoms.parent), "datalist": str(phantoms), "num_labeled": 2})
     expected = load_semisupervised_datalist(phantoms, dataset_dir=phantoms.parent, num_labeled=2)
     assert parser.get_parsed_content("train#dataset#data") == expected.labeled
-    assert parser.get_parsed_content("train#unlabeled_dataset#data") == [{"image": c["image"]} for c in expected.unlabeled]
+    unlabeled = [{"image": case["image"]} for case in expected.unlabeled]
+    assert parser.get_parsed_content("train#unlabeled_dataset#data") == unlabeled
     assert parser.get_parsed_content("validate#dataset#data") == expected.labeled
     assert parser.get_parsed_content("test#dataset#data") == expected.test
     # MONAI Label: its labeled pairs and validation cases replace the datalist's, the unlabeled cases follow them

@@ -150,7 +150,9 @@ class BundleData:
         images += extra_unlabeled_images(self.unlabeled_images, self.patterns)
         taken = labeled + [case for case in validation or [] if isinstance(case, dict) and "image" in case]
         cases = unlabeled_from_images([os.path.abspath(os.fspath(image)) for image in images], taken)
-        logger.info("unlabeled cases: %d from %s and the extra list; %d labeled cases", len(cases), source, len(labeled))
+        logger.info(
+            "unlabeled cases: %d from %s and the extra list; %d labeled cases", len(cases), source, len(labeled)
+        )
         if not cases:
             logger.warning(
                 "no unlabeled case found (%s): training is supervised only; add unlabeled images to the datastore "
