@@ -152,7 +152,7 @@ def _validate_one(out: Path, phantom_dir: Path, threads: int, extra: dict) -> Pa
         "--output_dir", str(out / "validation"),
         "--ckpt_dir", str(out / "models"),
         "--phantom_dir", str(phantom_dir),
-        "--test#dataset#data", "$@split.validation",
+        "--test#dataset#data", "$@data.split.validation",
     ]  # fmt: skip
     for key, value in extra.items():
         cmd += [f"--{key}", str(value)]

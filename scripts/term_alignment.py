@@ -61,19 +61,19 @@ def _parser(config_files: Sequence[str], overrides: dict[str, Any]) -> Any:
 
 def _hidden_label_cases(parser: Any) -> tuple[list[dict], list[dict]]:
     """The run's labeled pairs, and its unlabeled cases paired with the labels the datalist still holds."""
-    from semiseg.bundle import load_bundle_datalist
+    from semiseg.data import load_semisupervised_datalist
 
-    run_split = parser.get_parsed_content("split")
-    datalist, dataset_dir = parser.get_parsed_content("datalist"), parser.get_parsed_content("dataset_dir")
-    full = load_bundle_datalist(datalist, dataset_dir, None, parser.get_parsed_content("bundle_name"))
+    data = parser.get_parsed_content("data")
+    labeled, unlabeled = data.labeled, data.split.unlabeled
+    full = load_semisupervised_datalist(data.datalist, dataset_dir=data.dataset_dir, num_labeled=None)
     labels = {case["image"]: case["label"] for case in full.labeled}
-    hidden = [{"image": c["image"], "label": labels[c["image"]]} for c in run_split.unlabeled if c["image"] in labels]
+    hidden = [{"image": c["image"], "label": labels[c["image"]]} for c in unlabeled if c["image"] in labels]
     if not hidden:
         raise ValueError(
-            f"none of the {len(run_split.unlabeled)} unlabeled training cases of {datalist} has a label: the alignment "
+            f"none of the {len(unlabeled)} unlabeled training cases of {data.datalist} has a label: the alignment "
             "needs the labels a run did not use (phantoms, or a datalist whose unlabeled cases keep their labels)."
         )
-    return run_split.labeled, hidden
+    return labeled, hidden
 
 
 def _batch(cases: list[dict], transform: Any) -> tuple[torch.Tensor, torch.Tensor]:

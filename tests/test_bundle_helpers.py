@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from semiseg.bundle import DatasetNotFoundError, default_bundle_root, image_datalist, load_bundle_datalist
+from semiseg.bundle import BundleData, DatasetNotFoundError, default_bundle_root, image_datalist
 from semiseg.bundle import overlap_for_stride, require_cases
 
 
@@ -25,7 +25,7 @@ def test_bundle_root_from_the_command_line(tmp_path) -> None:
 
 def test_missing_dataset_says_how_to_prepare_it_or_run_the_demo(tmp_path) -> None:
     with pytest.raises(DatasetNotFoundError) as err:
-        load_bundle_datalist(str(tmp_path / "datalist.json"), str(tmp_path), 8, "la")
+        BundleData(str(tmp_path / "datalist.json"), str(tmp_path), 8, bundle_name="la").labeled
     text = str(err.value)
     assert "scripts/prepare_la.py" in text and "demo.json" in text and str(tmp_path) in text
 
@@ -49,3 +49,20 @@ def test_flag_reads_command_line_text() -> None:
     assert not flag("false") and not flag(False) and not flag("0") and not flag(None)
     with pytest.raises(ValueError, match="boolean flag"):
         flag("maybe")
+
+
+def test_training_log_writes_the_terms_every_20_iterations() -> None:
+    from pathlib import Path
+
+    from ignite.engine import Engine
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parent.parent / "bundles" / "la" / "configs" / "train.json"))
+    stats = parser.get_parsed_content("train#rank0_handlers#0")
+    engine = Engine(lambda engine, batch: {"terms": {"loss": 1.0}})
+    stats.attach(engine)
+    logged: list[tuple[int, dict]] = []
+    stats.iteration_print_logger = lambda e: logged.append((e.state.iteration, stats.output_transform(e.state.output)))
+    engine.run(range(15), max_epochs=3)
+    assert logged == [(20, {"loss": 1.0}), (40, {"loss": 1.0})]  # across epochs: the run's iteration counts

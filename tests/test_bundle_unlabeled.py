@@ -1,5 +1,6 @@
-"""Tests of semiseg.bundle.unlabeled: what the bundles do when MONAI Label (or any tool) hands them only labeled pairs
-(its request in epochs: tests/test_run_length.py). These run without monailabel."""
+"""Tests of the unlabeled, validation and test cases of semiseg.bundle.BundleData and of semiseg.bundle.unlabeled: what
+the bundles do when MONAI Label (or any tool) hands them only labeled pairs (its request in epochs:
+tests/test_run_length.py). These run without monailabel."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from semiseg.bundle import DatasetNotFoundError, extra_unlabeled_images, held_out_cases
-from semiseg.bundle import unlabeled_cases
+from semiseg.bundle import BundleData, DatasetNotFoundError, extra_unlabeled_images
 
 
 def _touch(path: Path) -> str:
@@ -31,15 +31,15 @@ def _datastore(root: Path) -> list[dict]:
 
 def test_datastore_images_without_a_label_are_the_unlabeled_cases(tmp_path) -> None:
     labeled = _datastore(tmp_path / "studies")
-    cases = unlabeled_cases(labeled, datalist=str(tmp_path / "missing.json"))
+    cases = BundleData(str(tmp_path / "missing.json")).unlabeled(labeled)
     names = [Path(case["image"]).name for case in cases]
     assert names == ["b.nii.gz", "d.nii.gz", "e.nrrd"]  # no labeled image, no label file, no non-image
     assert all(set(case) == {"image"} and Path(case["image"]).is_absolute() for case in cases)
     # MONAI Label moves some labeled pairs to validation: their images are not unlabeled either
     validation, training = labeled[:1], labeled[1:]
-    cases = unlabeled_cases(training, None, exclude=validation)
+    cases = BundleData(None).unlabeled(training, validation)
     assert [Path(case["image"]).name for case in cases] == ["b.nii.gz", "d.nii.gz", "e.nrrd"]
-    assert held_out_cases(training, str(tmp_path / "missing.json")) == []  # no test list in MONAI Label
+    assert BundleData(str(tmp_path / "missing.json")).test == []  # no test list in MONAI Label
 
 
 def test_extra_unlabeled_list_adds_files_folders_and_json(tmp_path) -> None:
@@ -51,7 +51,8 @@ def test_extra_unlabeled_list_adds_files_folders_and_json(tmp_path) -> None:
     _touch(tmp_path / "lists" / "h.nii.gz")
     listing.write_text(json.dumps({"unlabeled": [{"image": "h.nii.gz"}, str(tmp_path / "studies" / "b.nii.gz")]}))
     single = _touch(tmp_path / "i.nii.gz")
-    cases = unlabeled_cases(labeled, None, extra=[str(more), str(listing), single, str(tmp_path / "studies" / "a.nii.gz")])
+    extra = [str(more), str(listing), single, str(tmp_path / "studies" / "a.nii.gz")]
+    cases = BundleData(None, unlabeled_images=extra).unlabeled(labeled)
     names = [Path(case["image"]).name for case in cases]
     # b comes once (datastore and JSON), a is labeled so never unlabeled
     assert names == ["b.nii.gz", "d.nii.gz", "e.nrrd", "f.nii.gz", "h.nii.gz", "i.nii.gz"]
@@ -68,12 +69,14 @@ def test_existing_datalist_gives_its_unlabeled_cases_and_not_the_folder(tmp_path
     pair = lambda n: {"image": f"imagesTr/{n}.nii.gz", "label": f"labelsTr/{n}.nii.gz"}  # noqa: E731
     datalist.write_text(json.dumps({"training": [pair("a"), pair("b"), pair("c")], "test": [{"image": "imagesTs/t.nii.gz"}]}))
     labeled = [{"image": str(root / "imagesTr" / "a.nii.gz"), "label": str(root / "labelsTr" / "a.nii.gz")}]
-    cases = unlabeled_cases(labeled, str(datalist), str(root), num_labeled=1)
+    data = BundleData(str(datalist), str(root), num_labeled=1)
+    assert data.labeled == labeled
+    cases = data.unlabeled(labeled)
     assert [Path(case["image"]).name for case in cases] == ["b.nii.gz", "c.nii.gz"]
-    assert [Path(case["image"]).name for case in held_out_cases(labeled, str(datalist), str(root), 1)] == ["t.nii.gz"]
+    assert [Path(case["image"]).name for case in data.test] == ["t.nii.gz"]
     datalist.write_text(json.dumps({"training": [pair("a"), pair("b")]}))
     with pytest.raises(DatasetNotFoundError, match="lists no test case"):
-        held_out_cases(labeled, str(datalist), str(root), 1)
+        BundleData(str(datalist), str(root), 1).test
 
 
 def test_unlabeled_errors_name_the_entry(tmp_path) -> None:
@@ -84,13 +87,11 @@ def test_unlabeled_errors_name_the_entry(tmp_path) -> None:
     with pytest.raises(ValueError, match="bad.json"):
         extra_unlabeled_images(str(bad))
     with pytest.raises(ValueError, match="labeled case 0"):
-        unlabeled_cases([{"label": "x"}])
+        BundleData(None).unlabeled([{"label": "x"}])
     assert extra_unlabeled_images(None) == [] and extra_unlabeled_images([]) == []
 
 
 def test_validation_cases_of_the_datalist_or_none_when_a_tool_hands_the_pairs(tmp_path) -> None:
-    from semiseg.bundle import validation_cases
-
     root = tmp_path / "data"
     pair = lambda n: {"image": f"imagesTr/{n}.nii.gz", "label": f"labelsTr/{n}.nii.gz"}  # noqa: E731
     for name in ("a", "b", "v"):
@@ -99,12 +100,12 @@ def test_validation_cases_of_the_datalist_or_none_when_a_tool_hands_the_pairs(tm
     datalist = root / "datalist.json"
     datalist.write_text(json.dumps({"training": [pair("a"), pair("b")], "validation": [pair("v")]}))
     labeled = [{"image": str(root / "imagesTr" / "a.nii.gz"), "label": str(root / "labelsTr" / "a.nii.gz")}]
-    assert [Path(c["image"]).name for c in validation_cases(labeled, str(datalist), str(root), 1)] == ["v.nii.gz"]
+    assert [Path(c["image"]).name for c in BundleData(str(datalist), str(root), 1).validation(labeled)] == ["v.nii.gz"]
     datalist.write_text(json.dumps({"training": [pair("a"), pair("b")]}))
-    assert validation_cases(labeled, str(datalist), str(root), 1) == labeled  # no list: the labeled cases
+    assert BundleData(str(datalist), str(root), 1).validation(labeled) == labeled  # no list: the labeled cases
     # MONAI Label with val_split -1 (no datalist file) or 0 (it sets []): no validation, not an error
-    assert validation_cases(labeled, str(tmp_path / "missing.json"), str(root), 1) == []
-    assert validation_cases(labeled, None) == []
+    assert BundleData(str(tmp_path / "missing.json"), str(root), 1).validation(labeled) == []
+    assert BundleData(None).validation(labeled) == []
 
 
 @pytest.mark.parametrize("bundle", ["la", "pancreas", "brats"])

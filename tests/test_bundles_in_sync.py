@@ -39,14 +39,15 @@ def test_fully_supervised_overlay_trains_on_every_labeled_case(tmp_path, bundle:
     cases = [{"image": f"imagesTr/{i}.nii.gz", "label": f"labelsTr/{i}.nii.gz"} for i in range(40)]
     (tmp_path / "datalist.json").write_text(json.dumps({"training": cases, "test": cases[:1]}))
     configs = REPO / "bundles" / bundle / "configs"
-    splits = {}
+    labeled, unlabeled = {}, {}
     for overlay in ("supervised", "fully_supervised"):
         parser = ConfigParser()
         parser.read_config([str(configs / "train.json"), str(configs / "ablation" / f"{overlay}.json")])
         parser.update({"dataset_dir": str(tmp_path), "datalist": str(tmp_path / "datalist.json")})
-        splits[overlay] = parser.get_parsed_content("split")
-    assert len(splits["fully_supervised"].labeled) == len(cases) and not splits["fully_supervised"].unlabeled
-    assert len(splits["supervised"].labeled) < len(cases)  # the bundle's own few-label setting
+        labeled[overlay] = parser.get_parsed_content("train#dataset#data")
+        unlabeled[overlay] = parser.get_parsed_content("train#unlabeled_dataset#data")
+    assert len(labeled["fully_supervised"]) == len(cases) and not unlabeled["fully_supervised"]
+    assert len(labeled["supervised"]) < len(cases) and unlabeled["supervised"]  # the bundle's own few-label setting
 
 
 def test_each_bundle_is_self_contained_and_complete() -> None:

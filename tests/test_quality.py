@@ -120,7 +120,7 @@ def test_protocol_runs_score_the_final_checkpoint_on_validation(tmp_path: Path, 
     quality._run_one(run_dir, "full", 4, 0, tmp_path / "phantoms", 1, {"iterations": 8}, protocol="label_limited")
     assert len(commands) == 2
     validation = commands[1]
-    assert validation[validation.index("--test#dataset#data") + 1] == "$@split.validation"
+    assert validation[validation.index("--test#dataset#data") + 1] == "$@data.split.validation"
     assert validation[validation.index("--ckpt_dir") + 1] == str(run_dir / "models")
     assert json.loads((run_dir / "run.json").read_text())["protocol"] == "label_limited"
     # a finished run is neither trained nor validated again

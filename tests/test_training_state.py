@@ -152,6 +152,14 @@ def test_bad_arguments(tmp_path) -> None:
         TrainingStateHandler(str(tmp_path), {}, save_interval=0)
     with pytest.raises(ValueError, match="no state_dict"):
         TrainingStateHandler(str(tmp_path), {"x": object()})
+    with pytest.raises(ValueError, match="boolean flag.*resume"):
+        TrainingStateHandler(str(tmp_path), {}, resume="maybe")
+
+
+def test_resume_given_as_text_on_the_command_line(tmp_path) -> None:
+    assert TrainingStateHandler(str(tmp_path), {}, resume="true").resume is True
+    assert TrainingStateHandler(str(tmp_path), {}, resume="false").resume is False
+    assert TrainingStateHandler(str(tmp_path), {}, resume=True).resume is True
 
 
 def test_a_full_disk_stops_training_with_a_clear_error_and_keeps_the_earlier_state(tmp_path, monkeypatch) -> None:

@@ -8,6 +8,21 @@ Uncertainty-Guided Pseudo-Labeling", Knowledge-Based Systems 2025 (arXiv 2509.13
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]
+
+_SUBMODULES = (
+    "arguments", "auto3dseg", "bundle", "data", "engines", "handlers", "inferers", "losses", "networks", "visualize"
+)
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``semiseg.<submodule>`` imported on first use, so that a bundle config's ``$import semiseg`` is enough for its
+    expressions (``semiseg.bundle.flag(...)``) while ``import semiseg`` alone stays light."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

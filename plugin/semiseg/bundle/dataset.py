@@ -1,44 +1,17 @@
-"""Datalist loading for the bundle configs, with errors that say how to get the data."""
+"""Image lists of the bundle configs (inference input, required lists), with errors that say how to get the data."""
 
 from __future__ import annotations
 
 import glob
 import os
-from pathlib import Path
 
-from semiseg.data.datalist import SemiSupervisedDatalist, load_semisupervised_datalist
-
-__all__ = ["DatasetNotFoundError", "image_datalist", "load_bundle_datalist", "require_cases"]
+__all__ = ["DatasetNotFoundError", "image_datalist", "require_cases"]
 
 IMAGE_PATTERNS = ("*.nii.gz", "*.nii", "*.nrrd", "*.mha", "*.mhd")
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """The bundle's dataset is not where the config says."""
-
-
-def load_bundle_datalist(
-    datalist: str, dataset_dir: str, num_labeled: int | None, bundle: str = "la"
-) -> SemiSupervisedDatalist:
-    """Load the bundle's datalist, or stop at once with a message that says how to prepare the data or run the demo.
-
-    Args:
-        datalist: path of the MSD-style datalist JSON.
-        dataset_dir: folder the datalist's relative paths start from.
-        num_labeled: how many labeled training cases keep their labels.
-        bundle: the bundle's name, used in the message (``la``, ``pancreas``, ``brats``).
-    """
-    if not Path(datalist).is_file():
-        configs = f"bundles/{bundle}/configs"
-        raise DatasetNotFoundError(
-            f"no datalist at {datalist!r} (dataset_dir={dataset_dir!r}).\n"
-            f"  To train on the {bundle.upper()} benchmark, prepare it first:\n"
-            f"    python scripts/prepare_{bundle}.py --src <release folder> --dst <data folder>\n"
-            f"  then run with --dataset_dir <data folder> --datalist <data folder>/datalist.json\n"
-            f"  (see bundles/{bundle}/docs/README.md). To try the method without data, run the phantom demo:\n"
-            f"    python -m monai.bundle run --config_file \"['{configs}/train.json','{configs}/demo.json']\""
-        )
-    return load_semisupervised_datalist(datalist, dataset_dir=dataset_dir, num_labeled=num_labeled)
 
 
 def image_datalist(input_dir: str, patterns: tuple[str, ...] = IMAGE_PATTERNS) -> list[dict[str, str]]:

@@ -22,11 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai.data import load_decathlon_datalist
-
 from semiseg.arguments import is_integer
 
-__all__ = ["SemiSupervisedDatalist", "load_semisupervised_datalist", "read_json_file", "unlabeled_from_images"]
+__all__ = [
+    "SemiSupervisedDatalist",
+    "load_semisupervised_datalist",
+    "read_json_file",
+    "split_datalist",
+    "unlabeled_from_images",
+]
 
 
 @dataclass
@@ -59,7 +63,7 @@ def load_semisupervised_datalist(
     num_labeled: int | None = None,
     unlabeled_key: str = "unlabeled",
 ) -> SemiSupervisedDatalist:
-    """Split an MSD-style datalist into labeled, unlabeled, validation and test lists.
+    """Read an MSD-style datalist file once and split it into labeled, unlabeled, validation and test lists.
 
     Args:
         datalist: path of the datalist JSON.
@@ -73,12 +77,30 @@ def load_semisupervised_datalist(
 
     Raises:
         FileNotFoundError: when the datalist file does not exist.
-        ValueError: when the file is not valid JSON or not an object, has no ``"training"`` list, an entry has no
-            ``"image"``, no training entry has a label, or ``num_labeled`` is below 1 or above the number of labeled
-            training entries.
+        ValueError: see :func:`split_datalist`, and when the file is not valid JSON.
     """
     path = Path(datalist).expanduser().resolve()
-    content = read_json_file(path)
+    return split_datalist(read_json_file(path), path, dataset_dir, num_labeled, unlabeled_key)
+
+
+def split_datalist(
+    content: Any,
+    path: Path,
+    dataset_dir: str | os.PathLike | None = None,
+    num_labeled: int | None = None,
+    unlabeled_key: str = "unlabeled",
+) -> SemiSupervisedDatalist:
+    """Split the parsed content of the datalist file ``path`` (see :func:`load_semisupervised_datalist`).
+
+    Relative paths are joined to ``dataset_dir`` (default the file's folder) as
+    :func:`monai.data.load_decathlon_datalist` joins them: ``image`` and ``label`` always, any other key only when the
+    joined path exists.
+
+    Raises:
+        ValueError: when ``content`` is not an object, has no ``"training"`` list, a list is not a list, an entry has
+            no ``"image"``, no training entry has a label, or ``num_labeled`` is below 1 or above the number of labeled
+            training entries.
+    """
     if not isinstance(content, dict):
         raise ValueError(
             f"datalist {path} must hold a JSON object with a 'training' list, got {type(content).__name__}"
@@ -97,18 +119,12 @@ def load_semisupervised_datalist(
             continue
         if not isinstance(entries, list):
             raise ValueError(f"datalist {path}: '{key}' must be a list, got {type(entries).__name__}")
-        all_dicts = all(isinstance(entry, dict) for entry in entries)
         if key != "training":  # MSD test lists may hold bare image paths
             entries = [{"image": entry} if isinstance(entry, str) else entry for entry in entries]
         for index, entry in enumerate(entries):
             if not isinstance(entry, dict) or "image" not in entry:
                 raise ValueError(f"datalist {path}: '{key}' entry {index} has no 'image': {entry!r}")
-        if not entries:
-            lists[key] = []
-        elif all_dicts:
-            lists[key] = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=base_dir)
-        else:
-            lists[key] = [_joined(entry, base_dir) for entry in entries]
+        lists[key] = [_joined(entry, base_dir) for entry in entries]
 
     training = lists["training"]
     with_label = [entry for entry in training if entry.get("label") is not None]
@@ -166,14 +182,24 @@ def unlabeled_from_images(images: Sequence[str | os.PathLike], labeled: Sequence
 
 
 def _joined(entry: dict, base_dir: Path) -> dict:
-    """Copy of ``entry`` with its image and label paths joined to ``base_dir`` (as MONAI's datalist reader does)."""
-    item = dict(entry)
-    for key in ("image", "label"):
-        if isinstance(item.get(key), str):
-            item[key] = os.path.normpath(os.path.join(base_dir, item[key]))
-        elif isinstance(item.get(key), list):
-            item[key] = [os.path.normpath(os.path.join(base_dir, p)) if isinstance(p, str) else p for p in item[key]]
-    return item
+    """Copy of ``entry`` with its paths joined to ``base_dir`` by the rule of MONAI's datalist reader.
+
+    ``image`` and ``label`` (a path, or a list of paths) are always joined; a path under any other key only when the
+    joined path exists; other values are kept.
+    """
+    return {key: _joined_value(value, base_dir, key in ("image", "label")) for key, value in entry.items()}
+
+
+def _joined_value(value: Any, base_dir: Path, always: bool) -> Any:
+    def join(item: str | os.PathLike) -> str:
+        result = os.path.normpath(os.path.join(base_dir, item))
+        return result if always or os.path.exists(result) else os.fspath(item)
+
+    if isinstance(value, (str, os.PathLike)):
+        return join(value)
+    if isinstance(value, list) and all(isinstance(item, (str, os.PathLike)) for item in value):
+        return [join(item) for item in value]
+    return value
 
 
 def _without_label(entry: dict) -> dict:

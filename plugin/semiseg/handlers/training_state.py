@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from monai.utils import min_version, optional_import
 
+from semiseg.arguments import flag
 from semiseg.engines.run_length import total_iterations
 from semiseg.engines.streams import load_numpy_random_state, numpy_random_state_dict
 
@@ -106,11 +107,17 @@ class TrainingStateHandler:
         objects: name -> object with ``state_dict``/``load_state_dict``.
         save_interval: iterations between two files.
         n_saved: how many files to keep.
-        resume: restore the newest file at start (a missing folder or no file starts from scratch).
+        resume: restore the newest file at start (a missing folder or no file starts from scratch); text from the
+            command line (``--resume true``) is read as a boolean.
     """
 
     def __init__(
-        self, save_dir: str, objects: dict[str, Any], save_interval: int = 500, n_saved: int = 2, resume: bool = False
+        self,
+        save_dir: str,
+        objects: dict[str, Any],
+        save_interval: int = 500,
+        n_saved: int = 2,
+        resume: bool | str = False,
     ) -> None:
         if save_interval < 1:
             raise ValueError(f"save_interval must be >= 1, got {save_interval}.")
@@ -123,7 +130,7 @@ class TrainingStateHandler:
         self.objects = dict(objects)
         self.save_interval = save_interval
         self.n_saved = n_saved
-        self.resume = resume
+        self.resume = flag(resume, "resume")
         self.logger = logging.getLogger(__name__)
         self.resumed_from: Path | None = None
 
