@@ -559,6 +559,7 @@ class _LAStyle:
     elongation: float = 1.0  # the atrium's long axis times this, the other two divided by its square root
     gamma: float = 1.0  # intensity response: image ** gamma (relative to the blood pool's level)
     lookalike_spread: float = 0.0  # extra contrast of each look-alike pool: x exp(+-spread), drawn per pool
+    lookalike_darker: float = 0.0  # probability that a look-alike pool is darker than the atrium (1 / its contrast)
 
 
 _LA_STYLE = _LAStyle()
@@ -569,9 +570,11 @@ def _left_atrium_varied(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.n
 
     Drawn per case, wider than ``"la"``: chamber size (0.7-1.3) and elongation (0.7-1.45 along the long axis),
     position (+-14 mm in-plane, +-9 mm through-plane), pulmonary vein calibre (2-6.5 mm radius) and length; the
-    contrast between blood pool and tissue, and between the atrium and the unlabeled look-alike pools that touch it
-    (ventricle, aorta, pulmonary artery: 0.7-1.35 of the atrium's brightness, each pool on its own), bias field
-    strength (0.05-0.7), noise (2-15 % of the blood level) and a non-linear intensity response (gamma 0.55-1.8).
+    blood pool and tissue levels (blood at least 1.8 times tissue, so the atrium stays visible), the contrast between
+    the atrium and the unlabeled look-alike pools that touch it (ventricle, aorta, pulmonary artery: each pool on its
+    own 1.15-1.45 times brighter or, with probability 1/2, as much darker, so that their boundary has an edge),
+    bias field strength (0.05-0.5), noise (2-10 % of the blood level) and a non-linear intensity response (gamma
+    0.6-1.6).
     Voxel spacing varies too (see :func:`make_phantom`). Made so that a few labeled cases do not cover the family
     while many unlabeled ones do: the label-limited benchmark of ``scripts/quality.py --protocol label_limited``.
     """
@@ -580,14 +583,14 @@ def _left_atrium_varied(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.n
         position_mm=(14.0, 14.0, 9.0),
         vein_radius_mm=(2.0, 6.5),
         vein_length_mm=(12.0, 32.0),
-        blood=(0.4, 0.9),
-        tissue=(0.12, 0.4),
-        lookalike=(0.7, 1.35),
-        bias=(0.05, 0.7),
-        noise=(0.02, 0.15),
+        blood=(0.5, 0.9),
+        tissue=(0.1, 0.28),
+        lookalike=(1.15, 1.45),
+        bias=(0.05, 0.5),
+        noise=(0.02, 0.1),
         elongation=float(rng.uniform(0.7, 1.45)),
-        gamma=float(np.exp(rng.uniform(np.log(0.55), np.log(1.8)))),
-        lookalike_spread=float(rng.uniform(0.0, 0.15)),
+        gamma=float(np.exp(rng.uniform(np.log(0.6), np.log(1.6)))),
+        lookalike_darker=0.5,
     )
     return _left_atrium(rng, canvas, style)
 
@@ -741,6 +744,8 @@ def _left_atrium(rng: np.random.Generator, canvas: _Canvas, style: _LAStyle = _L
         contrast = rng.uniform(*style.lookalike)
         if style.lookalike_spread:
             contrast *= np.exp(rng.uniform(-style.lookalike_spread, style.lookalike_spread))
+        if style.lookalike_darker and rng.random() < style.lookalike_darker:
+            contrast = 1.0 / contrast
         _paint(image, _occupancy(lookalike), blood * contrast * flow)
 
     image = _blur(image, canvas.spacing, 0.6)
