@@ -56,9 +56,10 @@ ROW_NAMES = {
     "no_contrastive": "full method without prototype contrast",
     "no_cross_reliable": "full method without cross-reliable supervision",
     "no_dropout_teacher": "full method, pseudo-labels from a pass without dropout",
+    "weight_one_no_dropout": "full method, unlabeled weight 1 (as the paper's loss) and pseudo-labels without dropout",
 }
 
-__all__ = ["run_quality", "ALLOCATOR_ENV", "PROTOCOLS"]
+__all__ = ["run_quality", "bundle_schedule", "ALLOCATOR_ENV", "PROTOCOLS"]
 
 #: benchmark protocols: the phantom set (kind, cases per split, seed) and the default rows, seeds, label budgets and
 #: run length; every one but the phantom set can be overridden on the command line
@@ -137,6 +138,22 @@ def _run_one(
     if protocol is not None:
         _validate_one(out, phantom_dir, threads, extra)
     return summary
+
+
+def bundle_schedule(iterations: int) -> dict[str, int]:
+    """The LA bundle's learning-rate step and unlabeled-weight ramp (``train.json``) scaled to a run of ``iterations``.
+
+    The demo overlay keeps the learning rate constant and ramps over its first 300 iterations; a protocol run of
+    another length takes the bundle's own schedule instead (6000 iterations: LR x0.1 every 2500, ramp over the
+    first 4000), in proportion, so that only size and length differ from what real-data users train.
+    """
+    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    scale = iterations / int(train["iterations"])
+    return {
+        "lr_step": max(1, round(train["lr_step"] * scale)),
+        "rampup_iterations": max(1, round(train["rampup_iterations"] * scale)),
+        "rampup_start": round(train["rampup_start"] * scale),
+    }
 
 
 def _validate_one(out: Path, phantom_dir: Path, threads: int, extra: dict) -> Path:
@@ -359,7 +376,10 @@ def run_quality(
         # the runs read this datalist (not the demo's phantoms); the validation list is scored once, after training
         # (_validate_one), so the trainer's own validation is moved past the end of the run
         extra = {"datalist": str(datalist), "dataset_dir": str(phantom_dir), **extra}
-        extra.setdefault("val_interval", int(extra.get("iterations") or demo["iterations"]) + 1)
+        length = int(extra.get("iterations") or demo["iterations"])
+        extra.setdefault("val_interval", length + 1)
+        for key, value in bundle_schedule(length).items():
+            extra.setdefault(key, value)
     jobs = []
     for row in rows_l:
         for budget in [None] if row == "fully_supervised" else budgets_l:

@@ -133,3 +133,11 @@ def test_protocol_runs_score_the_final_checkpoint_on_validation(tmp_path: Path, 
 def test_unknown_protocol_is_refused() -> None:
     with pytest.raises(ValueError, match="protocol must be one of"):
         quality.run_quality(protocol="everything")
+
+
+def test_protocol_runs_take_the_bundles_schedule_in_proportion() -> None:
+    train = json.loads((quality.BUNDLE / "configs" / "train.json").read_text())
+    full_length = quality.bundle_schedule(int(train["iterations"]))
+    assert full_length == {k: train[k] for k in ("lr_step", "rampup_iterations", "rampup_start")}
+    assert quality.bundle_schedule(1200) == {"lr_step": 500, "rampup_iterations": 800, "rampup_start": 0}
+    assert quality.bundle_schedule(1)["lr_step"] >= 1
