@@ -66,7 +66,7 @@ _DEFAULT_SPACING: dict[str, tuple[float, float, float]] = {
     "la_varied": (1.25, 1.25, 2.5),
 }
 # kinds whose voxel spacing is drawn per case when no spacing is given (the default above is then the middle)
-_PER_CASE_SPACING: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {"la_varied": ((1.0, 1.5), (1.8, 3.2))}
+_PER_CASE_SPACING: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {"la_varied": ((1.1, 1.4), (2.0, 3.0))}
 # in-plane field of view (mm) at which each kind's anatomy has its nominal size; other fields of view scale it
 _REFERENCE_FOV_MM: dict[str, float] = {"la": 100.0, "pancreas": 80.0, "brats": 80.0, "la_varied": 100.0}
 _CT_WINDOW_HU: tuple[float, float] = (-125.0, 275.0)
@@ -109,7 +109,7 @@ def make_phantom(
         seed: random seed; the same arguments always give the same volume.
         shape: volume size (X, Y, Z) in voxels, each at least 16; default 80 x 80 x 48.
         spacing: voxel size (X, Y, Z) in mm; default 1.25 x 1.25 x 2.5 for ``"la"``, 1 mm isotropic for
-            ``"pancreas"`` and ``"brats"``, and for ``"la_varied"`` drawn per case (in-plane 1.0-1.5 mm, 1.8-3.2 mm
+            ``"pancreas"`` and ``"brats"``, and for ``"la_varied"`` drawn per case (in-plane 1.1-1.4 mm, 2.0-3.0 mm
             between slices) from the seed.
             The anatomy scales with the in-plane field of view (shape x spacing), so it spans about half of it.
 
@@ -568,7 +568,7 @@ _LA_STYLE = _LAStyle()
 def _left_atrium_varied(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.ndarray, np.ndarray]:
     """The left atrium phantom with the variation of a real cohort between cases (``kind="la_varied"``).
 
-    Drawn per case, wider than ``"la"``: chamber size (0.7-1.3) and elongation (0.7-1.45 along the long axis),
+    Drawn per case, wider than ``"la"``: chamber size (0.8-1.2) and elongation (0.8-1.3 along the long axis),
     position (+-14 mm in-plane, +-9 mm through-plane), pulmonary vein calibre (2-6.5 mm radius) and length; the
     blood pool and tissue levels (blood at least 1.8 times tissue, so the atrium stays visible), the contrast between
     the atrium and the unlabeled look-alike pools that touch it (ventricle, aorta, pulmonary artery: each pool on its
@@ -579,7 +579,7 @@ def _left_atrium_varied(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.n
     while many unlabeled ones do: the label-limited benchmark of ``scripts/quality.py --protocol label_limited``.
     """
     style = _LAStyle(
-        size=(0.7, 1.3),
+        size=(0.8, 1.2),
         position_mm=(14.0, 14.0, 9.0),
         vein_radius_mm=(2.0, 6.5),
         vein_length_mm=(12.0, 32.0),
@@ -588,7 +588,7 @@ def _left_atrium_varied(rng: np.random.Generator, canvas: _Canvas) -> tuple[np.n
         lookalike=(1.15, 1.45),
         bias=(0.05, 0.5),
         noise=(0.02, 0.1),
-        elongation=float(rng.uniform(0.7, 1.45)),
+        elongation=float(rng.uniform(0.8, 1.3)),
         gamma=float(np.exp(rng.uniform(np.log(0.6), np.log(1.6)))),
         lookalike_darker=0.5,
     )
