@@ -148,13 +148,11 @@ def bundle_schedule(iterations: int) -> dict[str, int]:
     another length takes the bundle's own schedule instead (6000 iterations: LR x0.1 every 2500, ramp over the
     first 4000), in proportion, so that only size and length differ from what real-data users train.
     """
+    from semiseg.engines.run_length import scale_count
+
     train = json.loads((BUNDLE / "configs" / "train.json").read_text())
-    scale = iterations / int(train["iterations"])
-    return {
-        "lr_step": max(1, round(train["lr_step"] * scale)),
-        "rampup_iterations": max(1, round(train["rampup_iterations"] * scale)),
-        "rampup_start": round(train["rampup_start"] * scale),
-    }
+    keys = ("lr_step", "rampup_iterations", "rampup_start")
+    return {key: scale_count(train[key], train["iterations"], iterations) for key in keys}
 
 
 def _validate_one(out: Path, phantom_dir: Path, threads: int, extra: dict) -> Path:
