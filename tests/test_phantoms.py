@@ -243,3 +243,24 @@ def test_write_dataset_with_validation_cases(tmp_path) -> None:
     first = json.loads(other.read_text())["training"][0]["image"]
     a = nib.load(str(tmp_path / "b" / first)).get_fdata()
     np.testing.assert_array_equal(a, nib.load(str(tmp_path / content["training"][0]["image"])).get_fdata())
+
+
+def test_test_seed_gives_fresh_test_cases_only(tmp_path) -> None:
+    kwargs = dict(num_train=2, num_test=2, num_validation=1, kind="la_varied", shape=SMALL)
+    same = json.loads(write_phantom_dataset(tmp_path / "a", **kwargs).read_text())
+    fresh = json.loads(write_phantom_dataset(tmp_path / "b", test_seed=1, **kwargs).read_text())
+    assert fresh["phantom_arguments"]["test_seed"] == 1 and "test_seed" not in same["phantom_arguments"]
+
+    def volume(root: str, entry: dict) -> np.ndarray:
+        return nib.load(str(tmp_path / root / entry["image"])).get_fdata(dtype=np.float32)
+
+    for split in ("training", "validation"):  # unchanged by the test seed
+        for a, b in zip(same[split], fresh[split]):
+            np.testing.assert_array_equal(volume("a", a), volume("b", b))
+    # each test case is case i of seed 1's test stream, and none equals the seed-0 test case
+    for index, (a, b) in enumerate(zip(same["test"], fresh["test"])):
+        expected = make_phantom("la_varied", phantom_case_seed(1, "test", index), SMALL)[0]
+        np.testing.assert_allclose(volume("b", b), expected, rtol=1e-6)
+        assert not np.array_equal(volume("a", a), volume("b", b))
+    with pytest.raises(ValueError, match="test_seed"):
+        write_phantom_dataset(tmp_path / "c", test_seed=-1, **kwargs)

@@ -142,6 +142,7 @@ def write_phantom_dataset(
     shape: Sequence[int] | None = None,
     spacing: Sequence[float] | None = None,
     num_validation: int = 0,
+    test_seed: int | None = None,
 ) -> Path:
     """Write a phantom dataset as NIfTI files with an MSD-style ``datalist.json``, or reuse one already written.
 
@@ -154,6 +155,8 @@ def write_phantom_dataset(
     ``make_phantom(kind, phantom_case_seed(seed, "train", i), shape, spacing)``; test cases use the ``"test"`` stream
     and validation cases (a ``"validation"`` list, files in ``imagesTr/`` numbered after the test cases) the
     ``"validation"`` stream, so the three sets are disjoint and each is unchanged when another one's size changes.
+    ``test_seed`` draws the test cases from another dataset seed's test stream: a fresh test set for a benchmark
+    whose design has already seen the test cases of ``seed``, with the training and validation cases unchanged.
 
     Args:
         out_dir: output folder, created if needed.
@@ -164,6 +167,7 @@ def write_phantom_dataset(
         shape: volume shape (X, Y, Z); default per kind.
         spacing: voxel size in mm; default per kind (per case for ``"la_varied"``).
         num_validation: number of validation cases (>= 0).
+        test_seed: dataset seed of the test cases; default ``seed``.
 
     Returns:
         Path of ``datalist.json``.
@@ -173,6 +177,8 @@ def write_phantom_dataset(
     check_int(num_test, "num_test", 0)
     check_int(num_validation, "num_validation", 0)
     check_int(seed, "seed", 0)
+    if test_seed is not None:
+        check_int(test_seed, "test_seed", 0)
     shape_t = _check_shape(shape if shape is not None else _DEFAULT_SHAPE[kind])
     per_case_spacing = spacing is None and kind in _PER_CASE_SPACING
     spacing_t = None if per_case_spacing else _check_spacing(spacing if spacing is not None else _DEFAULT_SPACING[kind])
@@ -188,6 +194,9 @@ def write_phantom_dataset(
     }
     if num_validation:
         arguments["num_validation"] = int(num_validation)
+    if test_seed is not None:
+        arguments["test_seed"] = int(test_seed)
+    split_seeds = {"train": int(seed), "validation": int(seed), "test": int(seed if test_seed is None else test_seed)}
     datalist_path = out / "datalist.json"
     previous = _read_manifest(out)
     if previous is None and datalist_path.exists():
@@ -216,7 +225,7 @@ def write_phantom_dataset(
         image_dir, label_dir = folders[split]
         offset = offsets[split]
         for index in range(counts[split]):
-            case_seed = phantom_case_seed(seed, split, index)
+            case_seed = phantom_case_seed(split_seeds[split], split, index)
             image, label, affine = make_phantom(kind, case_seed, shape_t, spacing_t)
             name = f"{kind}_phantom_{offset + index:03d}.nii.gz"
             save_volume(image, out / image_dir / name, affine=affine)
