@@ -66,3 +66,20 @@ def test_training_log_writes_the_terms_every_20_iterations() -> None:
     stats.iteration_print_logger = lambda e: logged.append((e.state.iteration, stats.output_transform(e.state.output)))
     engine.run(range(15), max_epochs=3)
     assert logged == [(20, {"loss": 1.0}), (40, {"loss": 1.0})]  # across epochs: the run's iteration counts
+
+
+def test_process_device_follows_local_rank(monkeypatch) -> None:
+    import torch
+
+    from semiseg.bundle import process_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert process_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert process_device() == torch.device("cuda:3")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert process_device() == torch.device("cuda:0")
+    monkeypatch.setenv("LOCAL_RANK", "one")
+    with pytest.raises(ValueError, match="LOCAL_RANK"):
+        process_device()

@@ -98,8 +98,13 @@ def test_reliability_estimator_validates_and_follows_its_schedule() -> None:
         ReliabilityEstimator(schedule=lambda t: 0.0).percentile_at(1)
     with pytest.raises(ValueError, match="percentile"):
         ReliabilityEstimator(percentile=0)
+    # command-line text is read as a flag (the bundle passes --class_balanced_reliability through unchanged)
+    assert ReliabilityEstimator(class_balanced="false").class_balanced is False
+    assert ReliabilityEstimator(class_balanced=" True ").class_balanced is True
+    with pytest.raises(ValueError, match="for class_balanced, got 'maybe'"):
+        ReliabilityEstimator(class_balanced="maybe")
     with pytest.raises(ValueError, match="class_balanced must be True or False"):
-        ReliabilityEstimator(class_balanced="false")
+        ReliabilityEstimator(class_balanced=1)
     with pytest.raises(ValueError, match="schedule"):
         ReliabilityEstimator(schedule=20.0)
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ignite.engine import Events
 from monai.engines import IterationEvents
 
 from semiseg.engines import DualNetworkObjective, NonFiniteLossError, SemiSupervisedTrainer
@@ -129,3 +130,26 @@ def test_a_checkpoint_without_stream_positions_still_loads_and_says_so(tiny_dual
     other = {**saved, "streams": {**saved["streams"], "augmentations": [{}]}}
     with pytest.raises(ValueError, match="1 random augmentation states, this run's data has 0"):
         trainer.load_state_dict(other)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_rank0_handlers_attach_in_the_process_of_rank_0_only(tiny_dual_net, monkeypatch, rank) -> None:
+    import ignite.distributed as idist
+
+    calls: dict[str, int] = {"every": 0, "rank0": 0}
+
+    class Count:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def attach(self, engine) -> None:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self.count)
+
+        def count(self, _engine) -> None:
+            calls[self.name] += 1
+
+    monkeypatch.setattr(idist, "get_rank", lambda: rank)
+    handlers = {"train_handlers": [Count("every")], "rank0_handlers": [Count("rank0")]}
+    trainer = make_trainer(tiny_dual_net, make_batches(1, 2), make_batches(1, 2, labeled=False), iterations=2, **handlers)
+    trainer.run()
+    assert calls == {"every": 2, "rank0": 2 if rank == 0 else 0}

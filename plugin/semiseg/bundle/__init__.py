@@ -1,5 +1,5 @@
 """What the bundle configs call: where the bundle is, its data (``BundleData``: the datalist read once, also when
-MONAI Label hands it only labeled pairs), its sliding-window geometry. (The training length is the trainer's:
+MONAI Label hands it only labeled pairs), this process's device, its sliding-window geometry. (The training length is the trainer's:
 ``semiseg.engines.RunLength``.)"""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from semiseg.arguments import flag
 
 from .data import BundleData
 from .dataset import DatasetNotFoundError, image_datalist, require_cases
+from .device import process_device
 from .root import default_bundle_root
 from .sliding_window import overlap_for_stride
 from .unlabeled import extra_unlabeled_images, images_in_folders
@@ -21,5 +22,6 @@ __all__ = [
     "image_datalist",
     "images_in_folders",
     "overlap_for_stride",
+    "process_device",
     "require_cases",
 ]

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, default_prepare_batch
@@ -75,7 +76,10 @@ class SemiSupervisedTrainer(Trainer):
         non_blocking: non-blocking host-to-device copies.
         prepare_batch: MONAI-style batch preparation, returns (image, label) for a batch dict.
         iteration_update: replaces ``_iteration`` (MONAI convention).
-        train_handlers: MONAI / ignite handlers to attach.
+        train_handlers: MONAI / ignite handlers to attach in every process (learning rate, validation, state).
+        rank0_handlers: handlers attached after ``train_handlers``, in the process of rank 0 only (the only one
+            without ``torch.distributed``): what should happen once per run, such as logging, TensorBoard, saving
+            ``model.pt`` or the progress bar.
         amp: automatic mixed precision (``torch.autocast`` on the device; a ``GradScaler`` on CUDA).
         amp_kwargs: arguments of ``torch.autocast``, e.g. ``{"dtype": torch.bfloat16}``.
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
@@ -98,6 +102,7 @@ class SemiSupervisedTrainer(Trainer):
         prepare_batch: Callable = default_prepare_batch,
         iteration_update: Callable | None = None,
         train_handlers: Sequence | None = None,
+        rank0_handlers: Sequence | None = None,
         amp: bool = False,
         amp_kwargs: dict | None = None,
         optim_set_to_none: bool = False,
@@ -112,8 +117,9 @@ class SemiSupervisedTrainer(Trainer):
     ) -> None:
         if epoch_length is None:
             epoch_length = len(train_data_loader)  # type: ignore[arg-type]
+        handlers = [*(train_handlers or ()), *((rank0_handlers or ()) if idist.get_rank() == 0 else ())]
         self.run_length = RunLength(iterations, max_epochs, epoch_length)
-        self.run_length.fit_components(_schedules(objective), train_handlers or ())
+        self.run_length.fit_components(_schedules(objective), handlers)
         if unlabeled_data_loader is None and objective.uses_unlabeled:
             warnings.warn("no unlabeled data: the unlabeled loss terms stay off and training is supervised only.")
         extra = {"metric_cmp_fn": metric_cmp_fn} if metric_cmp_fn is not None else {}
@@ -128,7 +134,7 @@ class SemiSupervisedTrainer(Trainer):
             postprocessing=postprocessing,
             key_metric=key_train_metric,
             additional_metrics=additional_metrics,
-            handlers=train_handlers,
+            handlers=handlers,
             amp=amp,
             event_names=[IterationEvents, *(event_names or [])],
             event_to_attr=event_to_attr,

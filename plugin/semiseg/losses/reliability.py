@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from semiseg.arguments import check_bool
+from semiseg.arguments import check_bool, flag
 from semiseg.losses.entropy_filter import ReliabilityMasks, _check_percentile, compute_reliability
 
 __all__ = ["ReliabilityEstimator"]
@@ -36,7 +36,7 @@ class ReliabilityEstimator:
     def __init__(
         self,
         percentile: float = 20.0,
-        class_balanced: bool = False,
+        class_balanced: bool | str = False,
         schedule: Callable[[int], float] | None = None,
     ) -> None:
         """
@@ -44,14 +44,17 @@ class ReliabilityEstimator:
             percentile: q in (0, 100]: a voxel is reliable for a network when its entropy is at most the q-th
                 percentile of that network's entropies over the batch. Used when ``schedule`` is None.
             class_balanced: take the percentile over the voxels of each predicted class separately, so about q %
-                of every predicted class is reliable (see :func:`compute_reliability`).
+                of every predicted class is reliable (see :func:`compute_reliability`). Text from the command line
+                (``"true"``/``"false"``, as :func:`semiseg.arguments.flag` reads it) is accepted.
             schedule: optional ``iteration -> q``, which then replaces ``percentile``.
 
         Raises:
-            ValueError: when ``percentile`` is outside (0, 100], ``class_balanced`` is not a bool or ``schedule``
-                is neither None nor callable.
+            ValueError: when ``percentile`` is outside (0, 100], ``class_balanced`` is neither a bool nor a flag's
+                text, or ``schedule`` is neither None nor callable.
         """
         self.percentile = _check_percentile(percentile)
+        if isinstance(class_balanced, str):
+            class_balanced = flag(class_balanced, "class_balanced")
         check_bool(class_balanced, "class_balanced")
         if schedule is not None and not callable(schedule):
             raise ValueError(f"schedule must be None or a callable iteration -> percentile, got {schedule!r}.")
