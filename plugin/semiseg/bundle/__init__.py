@@ -1,6 +1,6 @@
 """What the bundle configs call: where the bundle is, its data (``BundleData``: the datalist read once, also when
-MONAI Label hands it only labeled pairs), this process's device, its sliding-window geometry. (The training length is the trainer's:
-``semiseg.engines.RunLength``.)"""
+MONAI Label hands it only labeled pairs), this process's device, its sliding-window geometry. (The training length
+is the trainer's: ``semiseg.engines.RunLength``.)"""
 
 from __future__ import annotations
 
