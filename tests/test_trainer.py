@@ -150,6 +150,7 @@ def test_rank0_handlers_attach_in_the_process_of_rank_0_only(tiny_dual_net, monk
 
     monkeypatch.setattr(idist, "get_rank", lambda: rank)
     handlers = {"train_handlers": [Count("every")], "rank0_handlers": [Count("rank0")]}
-    trainer = make_trainer(tiny_dual_net, make_batches(1, 2), make_batches(1, 2, labeled=False), iterations=2, **handlers)
+    unlabeled = make_batches(1, 2, labeled=False)
+    trainer = make_trainer(tiny_dual_net, make_batches(1, 2), unlabeled, iterations=2, **handlers)
     trainer.run()
     assert calls == {"every": 2, "rank0": 2 if rank == 0 else 0}
