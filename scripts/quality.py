@@ -11,7 +11,9 @@ run under ``output_dir`` that ran with the same overrides, so a table can be fil
 one budget at a time) and runs made with other settings never mix into it.
 
 Writes ``quality.md`` (mean +- std over seeds of the per-run mean Dice and HD95), ``quality.png`` (Dice against the
-number of labeled cases) and ``quality.json`` under ``output_dir``, and prints the table and one JSON line.
+number of labeled cases) and ``quality.json`` under ``output_dir``, and prints the table and one JSON line. Under a
+protocol the table is ``quality_<protocol>.md`` and the figure ``quality_<protocol>_l<budget>.png``, one per label
+budget: validation and test Dice of each seed across the rows (a paired comparison drawn as one line per seed).
 
 Usage::
 
@@ -59,6 +61,16 @@ ROW_NAMES = {
     "no_cross_reliable": "full method without cross-reliable supervision",
     "no_dropout_teacher": "full method, pseudo-labels from a pass without dropout",
     "weight_one_no_dropout": "full method, unlabeled weight 1 (as the paper's loss) and pseudo-labels without dropout",
+}
+
+#: row names short enough for a figure's axis
+ROW_SHORT = {
+    "supervised": "supervised only",
+    "cps": "CPS",
+    "cps_entropy": "+ entropy filter",
+    "cps_entropy_kl": "+ KL",
+    "full": "full method",
+    "fully_supervised": "all labeled",
 }
 
 __all__ = ["run_quality", "bundle_schedule", "ALLOCATOR_ENV", "PROTOCOLS"]
@@ -288,7 +300,7 @@ def protocol_table(results: dict, budgets: list[int], reference: str = "supervis
     return "\n".join(lines)
 
 
-def _plot(results: dict, budgets: list[int], path: Path, total_cases: int) -> None:
+def _plot(results: dict, budgets: list[int], path: Path, total_cases: int, kind: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -309,10 +321,48 @@ def _plot(results: dict, budgets: list[int], path: Path, total_cases: int) -> No
     ax.set_ylabel("test Dice (mean over seeds, +- std)")
     ax.set_xticks(budgets)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    ax.set_title("LA phantoms, last checkpoint")
+    ax.set_title(f"{kind} phantoms, last checkpoint")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _paired_plot(results: dict, budget: int, path: Path, title: str) -> list[str]:
+    """Validation and test Dice of every seed, one line per seed across the rows at label budget ``budget``.
+
+    Paired runs share a seed, so a line that rises from supervised-only to a row is a win of that row for that seed;
+    the black bar is the mean over seeds. Returns the rows in the order drawn (the fully supervised bound last).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row, per_budget in results.items() if per_budget.get(budget) or per_budget.get(None)]
+    rows.sort(key=lambda row: row == "fully_supervised")  # the bound last
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(rows), 4.2), sharey=True)
+    for ax, (split, key) in zip(axes, (("validation", "val_dice"), ("test", "dice"))):
+        per_seed: dict[int, dict[int, float]] = {}
+        for x, row in enumerate(rows):
+            runs = [r for r in results[row].get(budget) or results[row].get(None) if key in r]
+            for r in runs:
+                per_seed.setdefault(r["seed"], {})[x] = r[key]
+            if runs:
+                ax.hlines(np.mean([r[key] for r in runs]), x - 0.25, x + 0.25, color="black", linewidth=2)
+        for seed, points in sorted(per_seed.items()):
+            xs = sorted(points)
+            ax.plot(xs, [points[x] for x in xs], marker="o", alpha=0.6, label=f"seed {seed}")
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([ROW_SHORT.get(row, row) for row in rows], rotation=20, ha="right", fontsize=8)
+        ax.set_title(f"{split} Dice")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("mean Dice of the cases (black: mean over seeds)")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return rows
 
 
 def run_quality(
@@ -338,9 +388,9 @@ def run_quality(
         parallel: runs at a time.
         threads: CPU threads per run; default ``cpu_count // parallel``.
         iterations: training iterations per run; default the demo's, or the protocol's.
-        protocol: None (the demo's LA phantoms, test Dice only) or a name of ``PROTOCOLS``: its phantom set, each
-            run also scored on the validation list after training, and the paired table of
-            :func:`protocol_table` (``quality_<protocol>.md``).
+        protocol: None (the demo's phantoms and regime, test Dice only) or a name of ``PROTOCOLS``: its phantom
+            set, each run also scored on the validation list after training, and the paired table of
+            :func:`protocol_table` (``quality_<protocol>.md``) and figure of :func:`_paired_plot`.
         overrides: further ``--key value`` overrides for every run.
     """
     if protocol is not None and protocol not in PROTOCOLS:
@@ -366,9 +416,11 @@ def run_quality(
     from semiseg.data import write_phantom_dataset
 
     if protocol is None:
+        # the phantoms the runs' demo.json writes (each run then finds them written): the demo's own regime
         write_phantom_dataset(
-            phantom_dir, num_train=demo["phantom_train_cases"], num_test=demo["phantom_test_cases"], kind="la",
-            seed=demo["phantom_seed"],
+            phantom_dir, num_train=demo["phantom_train_cases"], num_test=demo["phantom_test_cases"],
+            kind=demo["phantom_kind"], seed=demo["phantom_seed"], num_validation=demo["phantom_validation_cases"],
+            test_seed=demo["phantom_test_seed"],
         )  # fmt: skip
         total_cases = demo["phantom_train_cases"]
     else:
@@ -406,7 +458,11 @@ def run_quality(
     if protocol is not None:
         table = protocol_table(results, all_budgets)
     (out / ("quality.md" if protocol is None else f"quality_{protocol}.md")).write_text(table + "\n")
-    _plot(results, all_budgets, out / "quality.png", total_cases=total_cases)
+    if protocol is None:
+        _plot(results, all_budgets, out / "quality.png", total_cases=total_cases, kind=demo["phantom_kind"])
+    for budget in all_budgets if protocol is not None else []:
+        title = f"{protocol}: {spec['kind']} phantoms, {budget} of {total_cases} labeled, last checkpoint"
+        _paired_plot(results, budget, out / f"quality_{protocol}_l{budget}.png", title)
     record = {
         "benchmark": "quality",
         "figures": [

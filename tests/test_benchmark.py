@@ -86,7 +86,7 @@ def test_inference_json_line(capsys):
 
 
 def test_data_json_line(capsys, tmp_path):
-    overrides = {"phantom_train_cases": 3, "phantom_test_cases": 1, "num_labeled": 1}
+    overrides = {"phantom_train_cases": 3, "phantom_validation_cases": 0, "phantom_test_cases": 1, "num_labeled": 1}
     overrides.update(labeled_batch_size=1, unlabeled_batch_size=1)
     bench.run_data(batches=1, overrides=overrides, output_dir=str(tmp_path), **TINY)
     result = _last_json_line(capsys)

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "bundles" / "la" / "configs"
 TRAIN, DEMO = str(CONFIGS / "train.json"), str(CONFIGS / "demo.json")
 TINY = {
+    "phantom_validation_cases": 1,
     "phantom_train_cases": 6,
     "phantom_test_cases": 2,
     "num_labeled": 2,

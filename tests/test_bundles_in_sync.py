@@ -32,6 +32,23 @@ def test_template_values_are_las_and_the_others_differ_only_in_their_fixed_value
         train = json.loads((REPO / "bundles" / name / "configs" / "train.json").read_text())
         differing = {k for k in la_train if train[k] != la_train[k]}
         assert differing and differing <= set(sync_bundles.DATASETS[name]), (name, differing)
+        demo = json.loads((REPO / "bundles" / name / "configs" / "demo.json").read_text())
+        la_demo = json.loads((REPO / "bundles" / "la" / "configs" / "demo.json").read_text())
+        differing = {k for k in la_demo if demo[k] != la_demo[k]}
+        assert "phantom_kind" in differing and differing <= set(sync_bundles.DATASETS[name]["demo"]), (name, differing)
+        assert demo["phantom_kind"] == name
+
+
+def test_la_demo_is_the_bundle_schedule_shortened() -> None:
+    """The LA demo differs from train.json in size and length only: its LR step and ramp are train.json's in
+    proportion to its length (as the label-limited protocol's runs)."""
+    from semiseg.engines.run_length import scale_count
+
+    train = json.loads((REPO / "bundles" / "la" / "configs" / "train.json").read_text())
+    demo = json.loads((REPO / "bundles" / "la" / "configs" / "demo.json").read_text())
+    for key in ("lr_step", "rampup_iterations", "rampup_start"):
+        assert demo[key] == scale_count(train[key], train["iterations"], demo["iterations"]), key
+    assert demo["phantom_kind"] == "la_varied" and demo["num_labeled"] / demo["phantom_train_cases"] <= 0.05
 
 
 @pytest.mark.parametrize("bundle", ["la", "pancreas", "brats"])

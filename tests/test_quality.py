@@ -106,6 +106,22 @@ def test_protocol_table_pairs_rows_by_seed_on_validation_and_test() -> None:
     assert bound.endswith("| 3/3 | - |")  # the bound closes no gap of its own
 
 
+def test_paired_plot_draws_every_row_with_the_bound_last(tmp_path: Path) -> None:
+    def runs(values: list[tuple[int, float, float]]) -> list[dict]:
+        return [{"seed": s, "val_dice": v, "dice": t, "hd95": 1.0} for s, v, t in values]
+
+    results = {
+        "supervised": {2: runs([(0, 0.6, 0.7), (1, 0.65, 0.75)])},
+        "fully_supervised": {None: runs([(0, 0.85, 0.86), (1, 0.84, 0.87)])},
+        "full": {2: runs([(0, 0.66, 0.80)]), 4: runs([(0, 0.8, 0.82)])},
+        "supervised_only_at_4": {4: runs([(0, 0.7, 0.8)])},
+    }
+    png = tmp_path / "paired.png"
+    rows = quality._paired_plot(results, 2, png, "title")
+    assert rows == ["supervised", "full", "fully_supervised"]  # rows without runs at the budget are left out
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
 def test_protocol_runs_score_the_final_checkpoint_on_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     commands: list[list[str]] = []
 

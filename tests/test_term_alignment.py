@@ -19,6 +19,7 @@ sys.modules["semiseg_term_alignment"] = alignment
 spec.loader.exec_module(alignment)
 
 TINY = {
+    "phantom_validation_cases": 0,
     "phantom_train_cases": 4,
     "phantom_test_cases": 1,
     "num_labeled": 2,

@@ -26,6 +26,22 @@ __all__ = ["DATASETS", "SHARED_FILES", "dataset_bundle_files"]
 SHARED_FILES = ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "demo.json", "logging.conf")
 """Template configs every dataset bundle carries (plus ``ablation/*.json``); metadata and docs are per bundle."""
 
+# the demo of the pancreas and BraTS bundles: their own phantom kind, 4 of 24 labeled, 300 iterations at a constant
+# learning rate; LA's demo is the template's (the label-limited regime of scripts/quality.py, shortened)
+_SHORT_DEMO: dict[str, Any] = {
+    "phantom_train_cases": 24,
+    "phantom_validation_cases": 0,
+    "phantom_test_cases": 8,
+    "phantom_test_seed": None,
+    "num_labeled": 4,
+    "iterations": 300,
+    "val_interval": 100,
+    "save_interval": 100,
+    "rampup_iterations": 200,
+    "rampup_start": 100,
+    "lr_step": 100000,
+}
+
 DATASETS: dict[str, dict[str, Any]] = {
     "la": {  # UA-MT (Yu et al., MICCAI 2019): 0.625 mm LGE-MRI, 112x112x80 patches, stride 18x18x4, 8 of 80 labeled
         "bundle_name": "la",
@@ -42,6 +58,7 @@ DATASETS: dict[str, dict[str, Any]] = {
         "num_labeled": 6,
         "patch_size": [96, 96, 96],
         "sw_stride": [16, 16, 16],
+        "demo": {"phantom_kind": "pancreas", **_SHORT_DEMO},
     },
     "brats": {  # SSL4MIS BraTS 2019: FLAIR, whole tumour, 96^3 patches, stride 64, 25 of 250 labeled
         "bundle_name": "brats",
@@ -50,6 +67,7 @@ DATASETS: dict[str, dict[str, Any]] = {
         "num_labeled": 25,
         "patch_size": [96, 96, 96],
         "sw_stride": [64, 64, 64],
+        "demo": {"phantom_kind": "brats", **_SHORT_DEMO},
     },
 }
 
@@ -57,9 +75,10 @@ DATASETS: dict[str, dict[str, Any]] = {
 def dataset_bundle_files(name: str, template: str | Path | None = None) -> dict[Path, str]:
     """Path relative to the bundle's ``configs/`` -> content, for every shared config of dataset bundle ``name``.
 
-    ``train.json`` and ``inference.json`` get the dataset's values (``inference.json`` only those it has); the
-    other configs and the ablation overlays (switches only: ``fully_supervised.json`` sets ``num_labeled`` to null,
-    all labeled, which no bundle value may replace) are the template's, unchanged.
+    ``train.json`` and ``inference.json`` get the dataset's values (``inference.json`` only those it has),
+    ``demo.json`` the dataset's ``"demo"`` values (its phantom kind and run length; none for LA); the other configs
+    and the ablation overlays (switches only: ``fully_supervised.json`` sets ``num_labeled`` to null, all labeled,
+    which no bundle value may replace) are the template's, unchanged.
 
     Raises:
         ValueError: for an unknown dataset.
@@ -71,7 +90,15 @@ def dataset_bundle_files(name: str, template: str | Path | None = None) -> dict[
     for path in [source / f for f in SHARED_FILES] + sorted((source / "ablation").glob("*.json")):
         text = path.read_text()
         if path.name in ("train.json", "inference.json") and path.parent == source:
-            config = fill_config(json.loads(text), DATASETS[name], keep_only_existing=True)
+            config = fill_config(json.loads(text), _bundle_values(name), keep_only_existing=True)
+            text = json.dumps(config, indent=4) + "\n"
+        elif path.name == "demo.json" and DATASETS[name].get("demo"):
+            config = fill_config(json.loads(text), DATASETS[name]["demo"], keep_only_existing=True)
             text = json.dumps(config, indent=4) + "\n"
         files[path.relative_to(source)] = text
     return files
+
+
+def _bundle_values(name: str) -> dict[str, Any]:
+    """The top-level values of bundle ``name``'s ``train.json`` and ``inference.json`` (its demo's apart)."""
+    return {key: value for key, value in DATASETS[name].items() if key != "demo"}
