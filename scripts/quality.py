@@ -60,6 +60,7 @@ ROW_NAMES = {
     "no_contrastive": "full method without prototype contrast",
     "no_cross_reliable": "full method without cross-reliable supervision",
     "no_dropout_teacher": "full method, pseudo-labels from a pass without dropout",
+    "agreement_reliability": "full method, pseudo-labels trusted only where both networks are reliable and agree",
     "weight_one_no_dropout": "full method, unlabeled weight 1 (as the paper's loss) and pseudo-labels without dropout",
 }
 

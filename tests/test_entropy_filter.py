@@ -98,6 +98,24 @@ def test_compute_reliability_by_hand():
     assert masks.entropy_a.flatten().tolist() == pytest.approx(expected_entropy, rel=1e-6)
 
 
+def test_agreement_fusion_trusts_only_voxels_reliable_for_both_with_one_label():
+    # FG_A / FG_B: v0 is reliable for both but they disagree, v1 and v2 for one network only -> nothing trusted,
+    # every pseudo-label is the argmax of the mean (v1: A's confident 1 against B's confident 0 gives 0)
+    masks = compute_reliability(_probs(FG_A), _probs(FG_B), 50.0, fusion="agreement")
+    assert masks.reliable.flatten().tolist() == [False] * 4 and masks.uncertain.all()
+    assert masks.pseudo_label.flatten().tolist() == [0, 0, 0, 1]
+    assert masks.reliable_a.flatten().tolist() == [True, True, False, False]  # per-network masks unchanged
+    # both networks reliable on v0 (both 1) and v3 (both 0); v1, v2 reliable for neither
+    fg_a, fg_b = [0.95, 0.9, 0.6, 0.05], [0.99, 0.02, 0.45, 0.01]
+    agreement = compute_reliability(_probs(fg_a), _probs(fg_b), 50.0, fusion="agreement")
+    assert agreement.reliable.flatten().tolist() == [True, False, False, True]
+    assert agreement.pseudo_label.flatten().tolist() == [1, 0, 1, 0]
+    confident = compute_reliability(_probs(fg_a), _probs(fg_b), 50.0)
+    assert torch.equal(confident.reliable, agreement.reliable)  # here both rules trust the same voxels
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        compute_reliability(_probs(fg_a), _probs(fg_b), 50.0, fusion="vote")
+
+
 @pytest.mark.parametrize("q", [5.0, 20.0, 50.0, 90.0])
 def test_reliable_fraction_follows_percentile(q):
     torch.manual_seed(0)

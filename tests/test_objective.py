@@ -107,6 +107,27 @@ def test_reliability_estimator_validates_and_follows_its_schedule() -> None:
         ReliabilityEstimator(class_balanced=1)
     with pytest.raises(ValueError, match="schedule"):
         ReliabilityEstimator(schedule=20.0)
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        ReliabilityEstimator(fusion="vote")
+
+
+@pytest.mark.parametrize("term", ("entropy_filter", "contrastive"))
+def test_agreement_fusion_trains_both_branches_from_the_voxels_both_trust(term: str) -> None:
+    objective = full_objective(reliability=ReliabilityEstimator(percentile=50.0, fusion="agreement"))
+    outputs = fake_outputs()
+    out = objective(outputs, labels(), iteration=0)
+    masks = objective.masks
+    assert masks is not None and torch.equal(masks.reliable, masks.reliable_a & masks.reliable_b & (
+        torch.softmax(outputs["logits_a"][2:].detach(), 1).argmax(1, keepdim=True)
+        == torch.softmax(outputs["logits_b"][2:].detach(), 1).argmax(1, keepdim=True)))  # fmt: skip
+    assert 0 < masks.reliable.sum() < masks.reliable_a.sum()
+    assert out["reliable_fraction"].item() == pytest.approx(masks.reliable.float().mean().item())
+    out[term].backward()
+    for key in ("features_a", "features_b") if term == "contrastive" else ("logits_a", "logits_b"):
+        grad = outputs[key].grad[2:].abs().sum(1, keepdim=True)
+        assert grad.sum() > 0, key
+        if term == "entropy_filter":
+            assert (grad[masks.uncertain] == 0).all(), key  # voxels the networks disagree on teach nothing
 
 
 def test_supervised_only_has_no_unlabeled_term_and_ignores_unlabeled_items() -> None:

@@ -232,7 +232,8 @@ class DualNetworkObjective(nn.Module):
                 terms["consistency"] = self.consistency(logits[k], logits[partner[k]].detach())
         if self.contrastive_a is not None and masks is not None:
             heads = {"a": self.contrastive_a, "b": self.contrastive_b}
-            reliable = {"a": masks.reliable_a, "b": masks.reliable_b}
+            # each network's reliable voxels among the trusted ones (all of them with the "confident" fusion)
+            reliable = {"a": masks.reliable_a & masks.reliable, "b": masks.reliable_b & masks.reliable}
             terms["contrastive"] = sum(
                 heads[k](outputs[f"features_{k}"][n_l:].float(), masks.pseudo_label, reliable[k], masks.uncertain)
                 for k in learners

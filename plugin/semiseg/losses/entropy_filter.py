@@ -41,6 +41,7 @@ __all__ = [
     "class_percentiles",
     "compute_reliability",
     "EntropyFilteredLoss",
+    "FUSIONS",
 ]
 
 
@@ -113,11 +114,13 @@ class ReliabilityMasks(NamedTuple):
     Attributes:
         reliable_a: bool, the entropy of network A is at most its batch percentile.
         reliable_b: bool, the same for network B.
-        reliable: bool, reliable for at least one network (``reliable_a | reliable_b``).
-        uncertain: bool, reliable for neither network (``~reliable``).
+        reliable: bool, the voxels whose pseudo-label is trusted. With the ``"confident"`` fusion (the default of
+            :func:`compute_reliability`) those reliable for at least one network (``reliable_a | reliable_b``);
+            with ``"agreement"`` those reliable for both networks whose argmaxes agree.
+        uncertain: bool, ``~reliable``.
         pseudo_label: long, the fused pseudo-label: on reliable voxels the argmax of the reliable network (of the
-            lower-entropy one where both are; network A on an exact tie), elsewhere the argmax of the mean of both
-            networks' probabilities.
+            lower-entropy one where both are; network A on an exact tie; with ``"agreement"`` the class both
+            predict), elsewhere the argmax of the mean of both networks' probabilities.
         entropy_a: float, the entropy map of network A.
         entropy_b: float, the entropy map of network B.
     """
@@ -201,9 +204,17 @@ def class_percentiles(values: torch.Tensor, label: torch.Tensor, q: float) -> to
     return torch.where(counts > 0, lower_value + (upper_value - lower_value) * fraction, 0.0)
 
 
+FUSIONS: tuple[str, ...] = ("confident", "agreement")
+"""Rules of :func:`compute_reliability` for which voxels' pseudo-labels are trusted."""
+
+
 @torch.no_grad()
 def compute_reliability(
-    probs_a: torch.Tensor, probs_b: torch.Tensor, percentile: float, class_balanced: bool = False
+    probs_a: torch.Tensor,
+    probs_b: torch.Tensor,
+    percentile: float,
+    class_balanced: bool = False,
+    fusion: str = "confident",
 ) -> ReliabilityMasks:
     """
     Reliability masks and the fused pseudo-label of two networks' predictions on one batch (no gradient).
@@ -220,14 +231,20 @@ def compute_reliability(
         percentile: q in (0, 100].
         class_balanced: take the percentile of ``H_k`` over the voxels that network k assigns to each class
             separately, so that about q % of every predicted class is reliable (see the module docstring).
+        fusion: ``"confident"`` (the paper's rule): a voxel reliable for either network is trusted, with the label
+            of the reliable (or the more confident) network, even where the partner predicts another class with
+            confidence; ``"agreement"``: only voxels reliable for both networks whose labels agree are trusted.
 
     Returns:
         the :class:`ReliabilityMasks` of the batch, every field of shape (B, 1, *spatial).
 
     Raises:
-        ValueError: when ``percentile`` is outside (0, 100], the shapes differ or are not (B, C, *spatial), C >= 2.
+        ValueError: when ``percentile`` is outside (0, 100], ``fusion`` is not one of :data:`FUSIONS`, the shapes
+            differ or are not (B, C, *spatial), C >= 2.
     """
     q = _check_percentile(percentile)
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
     if probs_a.ndim < 3 or probs_a.shape[1] < 2:
         raise ValueError(
             f"probs_a must have shape (B, C, *spatial) with C >= 2 classes, got {tuple(probs_a.shape)}."
@@ -243,12 +260,15 @@ def compute_reliability(
     label_b = probs_b.max(dim=1, keepdim=True).indices
     reliable_a = _below_percentile(entropy_a, label_a if class_balanced else None, q)
     reliable_b = _below_percentile(entropy_b, label_b if class_balanced else None, q)
-    reliable = reliable_a | reliable_b
-
     label_mean = (probs_a + probs_b).max(dim=1, keepdim=True).indices
-    from_a = reliable_a & (~reliable_b | (entropy_a <= entropy_b))
-    from_b = reliable_b & ~from_a
-    pseudo_label = torch.where(from_a, label_a, torch.where(from_b, label_b, label_mean))
+    if fusion == "agreement":
+        reliable = reliable_a & reliable_b & (label_a == label_b)
+        pseudo_label = torch.where(reliable, label_a, label_mean)
+    else:
+        reliable = reliable_a | reliable_b
+        from_a = reliable_a & (~reliable_b | (entropy_a <= entropy_b))
+        from_b = reliable_b & ~from_a
+        pseudo_label = torch.where(from_a, label_a, torch.where(from_b, label_b, label_mean))
     return ReliabilityMasks(
         reliable_a=reliable_a,
         reliable_b=reliable_b,

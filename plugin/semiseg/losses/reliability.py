@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from semiseg.arguments import check_bool, flag
-from semiseg.losses.entropy_filter import ReliabilityMasks, _check_percentile, compute_reliability
+from semiseg.losses.entropy_filter import FUSIONS, ReliabilityMasks, _check_percentile, compute_reliability
 
 __all__ = ["ReliabilityEstimator"]
 
@@ -38,6 +38,7 @@ class ReliabilityEstimator:
         percentile: float = 20.0,
         class_balanced: bool | str = False,
         schedule: Callable[[int], float] | None = None,
+        fusion: str = "confident",
     ) -> None:
         """
         Args:
@@ -47,10 +48,12 @@ class ReliabilityEstimator:
                 of every predicted class is reliable (see :func:`compute_reliability`). Text from the command line
                 (``"true"``/``"false"``, as :func:`semiseg.arguments.flag` reads it) is accepted.
             schedule: optional ``iteration -> q``, which then replaces ``percentile``.
+            fusion: which voxels' pseudo-labels are trusted, ``"confident"`` (reliable for either network, the
+                paper's rule) or ``"agreement"`` (reliable for both, same class); see :func:`compute_reliability`.
 
         Raises:
             ValueError: when ``percentile`` is outside (0, 100], ``class_balanced`` is neither a bool nor a flag's
-                text, or ``schedule`` is neither None nor callable.
+                text, ``schedule`` is neither None nor callable, or ``fusion`` is not one of ``FUSIONS``.
         """
         self.percentile = _check_percentile(percentile)
         if isinstance(class_balanced, str):
@@ -58,6 +61,9 @@ class ReliabilityEstimator:
         check_bool(class_balanced, "class_balanced")
         if schedule is not None and not callable(schedule):
             raise ValueError(f"schedule must be None or a callable iteration -> percentile, got {schedule!r}.")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
+        self.fusion = fusion
         self.class_balanced = class_balanced
         self.schedule = schedule
 
@@ -83,10 +89,10 @@ class ReliabilityEstimator:
         Returns:
             the :class:`ReliabilityMasks` of the batch, every field (B, 1, *spatial), without gradient.
         """
-        return compute_reliability(probs_a, probs_b, self.percentile_at(iteration), self.class_balanced)
+        return compute_reliability(probs_a, probs_b, self.percentile_at(iteration), self.class_balanced, self.fusion)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(percentile={self.percentile}, class_balanced={self.class_balanced}, "
-            f"schedule={self.schedule!r})"
+            f"schedule={self.schedule!r}, fusion={self.fusion!r})"
         )
