@@ -59,7 +59,7 @@ def plot_slice_rows(rows: Sequence[tuple[str, Sequence[Slice]]], path: str | Pat
                 ax.contour(label.T > 0, levels=[0.5], colors="lime", linewidths=0.8)
             if pred.any():
                 ax.contour(pred.T > 0, levels=[0.5], colors="red", linewidths=0.8)
-            ax.set_title(f"{title} z={z}", fontsize=8)
+            ax.set_title(f"{title}\nz={z}" if col == 0 else f"z={z}", fontsize=8, loc="left" if col == 0 else "center")
     fig.suptitle("green: ground truth, red: prediction", fontsize=9)
     fig.tight_layout()
     path = Path(path)
