@@ -208,6 +208,13 @@ FUSIONS: tuple[str, ...] = ("confident", "agreement")
 """Rules of :func:`compute_reliability` for which voxels' pseudo-labels are trusted."""
 
 
+def _check_fusion(fusion: str) -> str:
+    """Return ``fusion``, or raise a ValueError when it is not one of :data:`FUSIONS`."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
+    return fusion
+
+
 @torch.no_grad()
 def compute_reliability(
     probs_a: torch.Tensor,
@@ -243,8 +250,7 @@ def compute_reliability(
             differ or are not (B, C, *spatial), C >= 2.
     """
     q = _check_percentile(percentile)
-    if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
+    _check_fusion(fusion)
     if probs_a.ndim < 3 or probs_a.shape[1] < 2:
         raise ValueError(
             f"probs_a must have shape (B, C, *spatial) with C >= 2 classes, got {tuple(probs_a.shape)}."

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from semiseg.arguments import check_bool, flag
-from semiseg.losses.entropy_filter import FUSIONS, ReliabilityMasks, _check_percentile, compute_reliability
+from semiseg.losses.entropy_filter import ReliabilityMasks, _check_fusion, _check_percentile, compute_reliability
 
 __all__ = ["ReliabilityEstimator"]
 
@@ -53,7 +53,8 @@ class ReliabilityEstimator:
 
         Raises:
             ValueError: when ``percentile`` is outside (0, 100], ``class_balanced`` is neither a bool nor a flag's
-                text, ``schedule`` is neither None nor callable, or ``fusion`` is not one of ``FUSIONS``.
+                text, ``schedule`` is neither None nor callable, or ``fusion`` is not one of
+                :data:`~semiseg.losses.entropy_filter.FUSIONS`.
         """
         self.percentile = _check_percentile(percentile)
         if isinstance(class_balanced, str):
@@ -61,9 +62,7 @@ class ReliabilityEstimator:
         check_bool(class_balanced, "class_balanced")
         if schedule is not None and not callable(schedule):
             raise ValueError(f"schedule must be None or a callable iteration -> percentile, got {schedule!r}.")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}.")
-        self.fusion = fusion
+        self.fusion = _check_fusion(fusion)
         self.class_balanced = class_balanced
         self.schedule = schedule
 
