@@ -101,7 +101,6 @@ PROTOCOLS: dict[str, dict] = {
 }
 
 
-
 def _as_list(value: str | int | Sequence, cast: type = str) -> list:
     if isinstance(value, (list, tuple)):
         return [cast(v) for v in value]
