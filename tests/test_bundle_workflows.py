@@ -73,6 +73,29 @@ def test_overlays_only_touch_top_level_keys_of_train_json() -> None:
             assert root in train or key in ("phantom_dir", "input_dir") or key.startswith("phantom_"), (overlay, key)
 
 
+@pytest.mark.parametrize(
+    "overlay, off",
+    [
+        ("full", set()),
+        ("no_cross_pseudo", {"cross_pseudo"}),
+        ("no_entropy_filter", {"entropy_filter"}),
+        ("no_kl", {"kl_uncertainty"}),
+        ("no_consistency", {"consistency"}),
+        ("no_contrastive", {"contrastive_a", "contrastive_b"}),
+        ("no_cross_reliable", {"cross_reliable"}),
+        ("filtered_terms_only", {"cross_pseudo", "kl_uncertainty", "consistency"}),
+    ],
+)
+def test_leave_one_out_overlays_switch_off_only_their_terms(overlay: str, off: set[str]) -> None:
+    parser = ConfigParser()
+    parser.read_config([TRAIN, str(CONFIGS / "ablation" / f"{overlay}.json")])
+    objective = parser.get_parsed_content("loss")
+    terms = ("cross_pseudo", "entropy_filter", "kl_uncertainty", "consistency", "contrastive_a", "contrastive_b",
+             "cross_reliable")  # fmt: skip
+    assert {term for term in terms if getattr(objective, term) is None} == off
+    assert objective.uses_unlabeled
+
+
 def test_missing_dataset_stops_at_once_with_directions(tmp_path) -> None:
     result = bundle_run(TRAIN, dataset_dir=str(tmp_path), timeout=300)
     assert result.returncode != 0
