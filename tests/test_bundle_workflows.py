@@ -294,8 +294,16 @@ def test_evaluation_checks_only_the_test_cases_it_reads(tmp_path) -> None:
     assert error is not None and test_label.name.split(".")[0] in str(error) and "labeled" not in str(error)
 
 
-def test_bad_dataset_stops_before_training_and_keeps_earlier_outputs(tmp_path) -> None:
+@pytest.mark.parametrize("multi_gpu", [False, True])
+def test_bad_dataset_stops_before_training_and_keeps_earlier_outputs(tmp_path, monkeypatch, multi_gpu: bool) -> None:
     from semiseg.data import write_phantom_dataset
+
+    configs = [TRAIN]
+    if multi_gpu:  # one process of the multi-GPU config, as torchrun would start it
+        configs.append(str(CONFIGS / "multi_gpu_train.json"))
+        for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                           "MASTER_PORT": "29541"}.items():  # fmt: skip
+            monkeypatch.setenv(key, value)
 
     data = tmp_path / "data"
     datalist = write_phantom_dataset(data, num_train=3, num_test=1, kind="la", seed=0)
@@ -307,7 +315,7 @@ def test_bad_dataset_stops_before_training_and_keeps_earlier_outputs(tmp_path) -
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "model.pt").write_bytes(b"earlier weights")
-    result = bundle_run(TRAIN, dataset_dir=str(data), datalist=str(datalist), num_labeled=2, ckpt_dir=str(ckpt),
+    result = bundle_run(*configs, dataset_dir=str(data), datalist=str(datalist), num_labeled=2, ckpt_dir=str(ckpt),
                         output_dir=str(tmp_path / "out"), timeout=300)  # fmt: skip
     text = result.stdout + result.stderr
     assert result.returncode != 0
