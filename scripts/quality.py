@@ -13,7 +13,9 @@ one budget at a time) and runs made with other settings never mix into it.
 Writes ``quality.md`` (mean +- std over seeds of the per-run mean Dice and HD95), ``quality.png`` (Dice against the
 number of labeled cases) and ``quality.json`` under ``output_dir``, and prints the table and one JSON line. Under a
 protocol the table is ``quality_<protocol>.md`` and the figure ``quality_<protocol>_l<budget>.png``, one per label
-budget: validation and test Dice of each seed across the rows (a paired comparison drawn as one line per seed).
+budget: validation and test Dice of each seed across the rows (a paired comparison drawn as one line per seed), and
+``quality_<protocol>_l<budget>_cases.png``: each validation case's change against supervised-only of the same seed
+(:func:`case_swings`; whether a row gains a little everywhere or flips a few cases).
 
 Usage::
 
@@ -33,6 +35,7 @@ per run, at its last iteration, for the table)::
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -80,9 +83,14 @@ ROW_SHORT = {
     "cps_entropy_kl": "+ KL",
     "full": "full method",
     "fully_supervised": "all labeled",
+    "no_dropout_teacher": "no-dropout pseudo-labels",
+    "agreement_reliability": "agreement required",
+    "filtered_terms_only": "filtered terms only",
 }
 
-__all__ = ["run_quality", "bundle_schedule", "ALLOCATOR_ENV", "PROTOCOLS"]
+__all__ = [
+    "run_quality", "bundle_schedule", "case_swings", "collect_runs", "protocol_table", "ALLOCATOR_ENV", "PROTOCOLS",
+]  # fmt: skip
 
 #: benchmark protocols: the phantom set (kind, cases per split, seed; ``test_seed`` draws the test cases from another
 #: seed's stream, because the family's calibration looked at the seed-0 test cases) and the default rows, seeds, label
@@ -212,7 +220,8 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
 
     Rows come in the order of ``ROWS`` (others after them), records in seed order; ``budget`` is None for the fully
     supervised row. A record is ``{"seed", "dice", "hd95"}`` read from the run's ``summary.json`` (MONAI's HD95),
-    with ``"val_dice"`` when the run was also scored on the validation list (``<run>/validation/summary.json``).
+    with ``"val_dice"`` when the run was also scored on the validation list (``<run>/validation/summary.json``) and
+    ``"val_cases"`` (``{case: Dice}``, from ``<run>/validation/metrics.csv``) where that file exists.
     """
     wanted = _jsonable(overrides)
     found: dict = {}
@@ -225,6 +234,9 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
         validation = run_json.parent / "validation" / "summary.json"
         if validation.is_file():
             record["val_dice"] = _metric(validation, "dice")
+            cases = _case_dice(validation.parent / "metrics.csv")
+            if cases:
+                record["val_cases"] = cases
         found.setdefault(settings["row"], {}).setdefault(settings["budget"], []).append(record)
     order = {row: i for i, row in enumerate(ROW_NAMES)}  # ROWS first, then the other overlays
     results = {row: found[row] for row in sorted(found, key=lambda r: (order.get(r, len(order)), r))}
@@ -232,6 +244,45 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
         for runs in per_budget.values():
             runs.sort(key=lambda r: r["seed"])
     return results
+
+
+def _case_dice(metrics_csv: Path) -> dict[str, float]:
+    """``{case: Dice}`` of one scored list (the first ``dice_*`` column of MONAI's per-case ``metrics.csv``)."""
+    if not metrics_csv.is_file():
+        return {}
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    column = next((c for c in (rows[0] if rows else {}) if c.startswith("dice_")), None)
+    return {r["case"]: float(r[column]) for r in rows if column is not None and r[column] not in ("", "nan")}
+
+
+def case_swings(results: dict, budget: int, reference: str = "supervised", threshold: float = 0.2) -> dict:
+    """Per validation case, how each row moves the Dice of the same case in the reference run of the same seed.
+
+    A row can gain on average because most cases improve a little, or because a few cases flip from one structure to
+    another (a look-alike taken for the target, or the reverse) while the rest stay; the mean hides which.
+
+    Returns:
+        ``{row: {"cases", "up", "down", "rest_mean", "diffs"}}`` over the cases of every seed the row shares with the
+        reference: the number of paired cases, how many changed by more than ``threshold`` up and down, the mean
+        change of the others, and every difference ``{seed: [row - reference, ...]}``.
+    """
+    ref = {r["seed"]: r.get("val_cases", {}) for r in (results.get(reference) or {}).get(budget, [])}
+    swings = {}
+    for row, per_budget in results.items():
+        if row in (reference, "fully_supervised"):
+            continue
+        diffs = {}
+        for r in per_budget.get(budget, []):
+            paired = sorted(set(r.get("val_cases", {})) & set(ref.get(r["seed"], {})))
+            if paired:
+                diffs[r["seed"]] = [r["val_cases"][c] - ref[r["seed"]][c] for c in paired]
+        d = np.array([x for values in diffs.values() for x in values])
+        if d.size:
+            rest = d[np.abs(d) <= threshold]
+            swings[row] = {"cases": int(d.size), "up": int((d > threshold).sum()), "down": int((d < -threshold).sum()),
+                           "rest_mean": float(rest.mean()) if rest.size else float("nan"), "diffs": diffs}  # fmt: skip
+    return swings
 
 
 def _metric(summary: Path, name: str) -> float:
@@ -297,6 +348,19 @@ def protocol_table(results: dict, budgets: list[int], reference: str = "supervis
                         cells[3] = f"{d.mean() / np.mean(bound):.0%}"
                 lines.append(f"| {ROW_NAMES.get(row, row)} | {split} | {per_seed} | " + " | ".join(cells) + " |")
         lines.append("")
+        swings = case_swings(results, budget, reference)
+        if swings:
+            lines += [
+                f"Validation cases, paired with {ROW_NAMES.get(reference, reference)} of the same seed (all seeds "
+                "pooled): how many moved by more than 0.2 Dice, and the mean change of the others.",
+                "",
+                "| row | paired cases | up > 0.2 | down > 0.2 | mean change of the rest |",
+                "|---|---|---|---|---|",
+            ]
+            for row, sw in swings.items():
+                lines.append(f"| {ROW_NAMES.get(row, row)} | {sw['cases']} | {sw['up']} | {sw['down']} | "
+                             f"{sw['rest_mean']:+.3f} |")  # fmt: skip
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -363,6 +427,37 @@ def _paired_plot(results: dict, budget: int, path: Path, title: str) -> list[str
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return rows
+
+
+def _case_plot(swings: dict, path: Path, title: str) -> None:
+    """Every validation case's Dice change against the reference run of its seed, one column per row (see
+    :func:`case_swings`), coloured by seed; the dashed lines mark the 0.2 threshold of the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)  # horizontal jitter only
+    fig, ax = plt.subplots(figsize=(3 + 1.6 * len(swings), 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for x, (row, sw) in enumerate(swings.items()):
+        for seed, diffs in sorted(sw["diffs"].items()):
+            xs = x + rng.uniform(-0.25, 0.25, len(diffs))
+            label = f"seed {seed}" if x == 0 else None
+            ax.scatter(xs, diffs, s=12, alpha=0.7, color=colors[seed % len(colors)], label=label)
+        counts = f"{sw['up']} up, {sw['down']} down"
+        ax.text(x, 1.02, counts, ha="center", fontsize=7, transform=ax.get_xaxis_transform())
+    for level in (-0.2, 0.2):
+        ax.axhline(level, color="gray", linestyle="--", linewidth=0.8)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(swings)))
+    ax.set_xticklabels([ROW_SHORT.get(row, row) for row in swings], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("validation Dice change per case\n(row minus supervised-only, same seed)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no point hidden
+    ax.set_title(title, fontsize=10, pad=18)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def run_quality(
@@ -463,6 +558,9 @@ def run_quality(
     for budget in all_budgets if protocol is not None else []:
         title = f"{protocol}: {spec['kind']} phantoms, {budget} of {total_cases} labeled, last checkpoint"
         _paired_plot(results, budget, out / f"quality_{protocol}_l{budget}.png", title)
+        swings = case_swings(results, budget)
+        if swings:
+            _case_plot(swings, out / f"quality_{protocol}_l{budget}_cases.png", title)
     record = {
         "benchmark": "quality",
         "figures": [

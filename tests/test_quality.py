@@ -122,6 +122,35 @@ def test_paired_plot_draws_every_row_with_the_bound_last(tmp_path: Path) -> None
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+def test_case_swings_pair_each_validation_case_with_the_reference_of_its_seed(tmp_path: Path) -> None:
+    for name, row, seed, cases in [
+        ("supervised_l2_s0", "supervised", 0, {"a": 0.5, "b": 0.6, "c": 0.7}),
+        ("full_l2_s0", "full", 0, {"a": 0.9, "b": 0.3, "c": 0.75, "d": 0.1}),  # d: no reference case, left out
+        ("full_l2_s1", "full", 1, {"a": 0.2}),  # no reference run of seed 1: left out
+    ]:
+        _fake_run(tmp_path, name, row, 2, seed, {}, 0.5)
+        (tmp_path / name / "validation").mkdir()
+        (tmp_path / name / "validation" / "summary.json").write_text(
+            json.dumps({"metrics": {"dice_left_atrium": {"mean": 0.5}}})
+        )
+        lines = ["case,dice_left_atrium,hd95_monai_mm_left_atrium"] + [f"{c},{d},3.0" for c, d in cases.items()]
+        (tmp_path / name / "validation" / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+    results = quality.collect_runs(tmp_path, {})
+    assert results["full"][2][0]["val_cases"] == {"a": 0.9, "b": 0.3, "c": 0.75, "d": 0.1}
+    swings = quality.case_swings(results, 2)
+    assert list(swings) == ["full"]
+    full = swings["full"]
+    assert (full["cases"], full["up"], full["down"]) == (3, 1, 1)  # a +0.4, b -0.3, c +0.05
+    assert full["rest_mean"] == pytest.approx(0.05)
+    assert full["diffs"][0] == pytest.approx([0.4, -0.3, 0.05])
+    table = quality.protocol_table(results, [2])
+    assert "| full method (+ consistency, prototype contrast, cross-reliable) | 3 | 1 | 1 | +0.050 |" in table
+    png = tmp_path / "cases.png"
+    quality._case_plot(swings, png, "title")
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
 def test_protocol_runs_score_the_final_checkpoint_on_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     commands: list[list[str]] = []
 
