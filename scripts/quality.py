@@ -70,6 +70,7 @@ ROW_NAMES = {
     "no_entropy_filter": "full method without the entropy filter",
     "no_kl": "full method without KL uncertainty weighting",
     "filtered_terms_only": "full method without the terms that read every unlabeled voxel (CPS, KL, consistency)",
+    "perturbed_student": "full method, students on intensity-perturbed unlabeled crops, teacher on the clean ones",
     "no_dropout_teacher": "full method, pseudo-labels from a pass without dropout",
     "agreement_reliability": "full method, pseudo-labels trusted only where both networks are reliable and agree",
     "weight_one_no_dropout": "full method, unlabeled weight 1 (as the paper's loss) and pseudo-labels without dropout",
@@ -86,6 +87,7 @@ ROW_SHORT = {
     "no_dropout_teacher": "no-dropout pseudo-labels",
     "agreement_reliability": "agreement required",
     "filtered_terms_only": "filtered terms only",
+    "perturbed_student": "perturbed student",
 }
 
 __all__ = [

@@ -96,6 +96,20 @@ def test_leave_one_out_overlays_switch_off_only_their_terms(overlay: str, off: s
     assert objective.uses_unlabeled
 
 
+def test_perturbed_student_overlay_trains_on_a_perturbed_copy_of_each_unlabeled_crop(tmp_path) -> None:
+    from semiseg.engines import STUDENT_VIEW_KEY
+
+    overlay = str(CONFIGS / "ablation" / "perturbed_student.json")
+    train = ConfigWorkflow(config_file=[TRAIN, DEMO, overlay], workflow_type="train", output_dir=str(tmp_path), **TINY)
+    train.initialize()
+    item = train.parser.get_parsed_content("train#unlabeled_dataset")[0]
+    student, image = item[STUDENT_VIEW_KEY], item["image"]
+    assert student.shape == image.shape and not torch.allclose(student, image)
+    assert STUDENT_VIEW_KEY not in train.parser.get_parsed_content("train#dataset")[0]  # labeled crops: one view
+    train.run()
+    assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]
+
+
 def test_missing_dataset_stops_at_once_with_directions(tmp_path) -> None:
     result = bundle_run(TRAIN, dataset_dir=str(tmp_path), timeout=300)
     assert result.returncode != 0

@@ -246,9 +246,9 @@ def test_bundle_train_task_trains_semi_supervised_on_the_datastore(tmp_path, mon
         return run(self, *args, **kwargs)
 
     def recording_draw(self):
-        batch = draw(self)
-        unlabeled_draws.append(batch.shape)
-        return batch
+        image, view = draw(self)
+        unlabeled_draws.append(image.shape)
+        return image, view
 
     monkeypatch.setattr(SemiSupervisedTrainer, "run", recording_run)
     monkeypatch.setattr(SemiSupervisedTrainer, "next_unlabeled_batch", recording_draw)

@@ -5,7 +5,7 @@ import torch
 from ignite.engine import Events
 from monai.engines import IterationEvents
 
-from semiseg.engines import DualNetworkObjective, NonFiniteLossError, SemiSupervisedTrainer
+from semiseg.engines import STUDENT_VIEW_KEY, DualNetworkObjective, NonFiniteLossError, SemiSupervisedTrainer
 from semiseg.losses import CrossPseudoSupervisionLoss, EntropyFilteredLoss, PrototypeContrastiveLoss
 
 from conftest import make_batches
@@ -52,13 +52,46 @@ def test_unlabeled_stream_cycles_on_its_own(tiny_dual_net) -> None:
     original = trainer.next_unlabeled_batch
 
     def spy():
-        image = original()
+        image, view = original()
+        assert view is None
         seen.append(next(i for i, b in enumerate(unlabeled) if torch.equal(b["image"], image)))
-        return image
+        return image, view
 
     trainer.next_unlabeled_batch = spy
     trainer.run()
     assert seen == [0, 1, 0, 1, 0]
+
+
+def _with_student_view(batches: list[dict], scale: float = 1.7) -> list[dict]:
+    return [{**b, STUDENT_VIEW_KEY: b["image"] * scale} for b in batches]
+
+
+def test_students_see_the_student_view_and_the_teacher_the_clean_crop(tiny_dual_net) -> None:
+    labeled, unlabeled = make_batches(1, 2), _with_student_view(make_batches(1, 2, labeled=False, seed=3))
+    objective = DualNetworkObjective(cross_pseudo=CrossPseudoSupervisionLoss(), entropy_filter=EntropyFilteredLoss(),
+                                     contrastive=PrototypeContrastiveLoss(num_classes=2), pseudo_label_pass="no_dropout")
+    trainer = make_trainer(tiny_dual_net, labeled, unlabeled, objective=objective, iterations=1)
+    forwards, branches = [], []
+    forward, forward_branches = tiny_dual_net.forward, tiny_dual_net.forward_branches
+    tiny_dual_net.forward = lambda x: forwards.append(x.clone()) or forward(x)
+    tiny_dual_net.forward_branches = lambda x: branches.append(x.clone()) or forward_branches(x)
+    before = [p.detach().clone() for p in tiny_dual_net.parameters()]
+    trainer.run()
+    assert torch.equal(forwards[0][:2], labeled[0]["image"])  # the labeled crops as they are
+    assert torch.equal(forwards[0][2:], unlabeled[0][STUDENT_VIEW_KEY])  # the students: the perturbed view
+    assert torch.equal(branches[-1], unlabeled[0]["image"])  # the teaching pass: the clean crop
+    assert all(not torch.equal(a, b) for a, b in zip(before, tiny_dual_net.parameters()))
+
+
+def test_student_view_needs_a_separate_teaching_pass(tiny_dual_net) -> None:
+    unlabeled = _with_student_view(make_batches(1, 2, labeled=False))
+    trainer = make_trainer(tiny_dual_net, make_batches(1, 2), unlabeled, iterations=1)  # pseudo_label_pass="train"
+    with pytest.raises(ValueError, match="pseudo_label_pass='no_dropout'"):
+        trainer.run()
+    bad = [{**unlabeled[0], STUDENT_VIEW_KEY: unlabeled[0]["image"][..., :8]}]
+    objective = DualNetworkObjective(cross_pseudo=CrossPseudoSupervisionLoss(), pseudo_label_pass="no_dropout")
+    with pytest.raises(ValueError, match="voxel-aligned"):
+        make_trainer(tiny_dual_net, make_batches(1, 2), bad, objective=objective, iterations=1).run()
 
 
 def test_supervised_only_without_unlabeled_data(tiny_dual_net) -> None:

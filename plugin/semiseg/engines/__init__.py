@@ -6,7 +6,7 @@ from .objective import TEACHER_MODES, DualNetworkObjective
 from .pseudo_label_pass import PSEUDO_LABEL_PASSES, no_dropout_logits
 from .run_length import RunLength, scale_count, total_iterations
 from .schedules import ConstantSchedule, GaussianRampUp, LinearRampUp
-from .trainer import NonFiniteLossError, SemiSupervisedTrainer
+from .trainer import STUDENT_VIEW_KEY, NonFiniteLossError, SemiSupervisedTrainer
 
 __all__ = [
     "PSEUDO_LABEL_PASSES",
@@ -18,6 +18,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunLength",
     "SemiSupervisedTrainer",
+    "STUDENT_VIEW_KEY",
     "no_dropout_logits",
     "scale_count",
     "total_iterations",

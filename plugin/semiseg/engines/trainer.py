@@ -27,7 +27,11 @@ from semiseg.engines.pseudo_label_pass import no_dropout_logits
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
-__all__ = ["SemiSupervisedTrainer", "NonFiniteLossError"]
+__all__ = ["SemiSupervisedTrainer", "NonFiniteLossError", "STUDENT_VIEW_KEY"]
+
+#: key of an optional second view of each unlabeled crop (e.g. an intensity-perturbed copy made by the unlabeled
+#: dataset's transforms) that the students see while the teaching pass sees ``image``
+STUDENT_VIEW_KEY = "image_student"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -55,6 +59,13 @@ class SemiSupervisedTrainer(Trainer):
     augmentations of both datasets, so that a run resumed from a checkpoint (``TrainingStateHandler``) draws the same
     batches as the uninterrupted run: bit-identical without loader workers or with ``persistent_workers=False``; with
     persistent workers the same cases in the same order, but the workers' augmentations are drawn anew.
+
+    Unlabeled batches may carry a second view of each crop under ``STUDENT_VIEW_KEY`` (same shape, voxel-aligned,
+    e.g. intensity-perturbed by the dataset's transforms): the training forward, whose logits get the gradient, then
+    sees that view, and the teaching pass (``pseudo_label_pass="no_dropout"``, required) sees ``image``, so the
+    students learn to predict on the perturbed crop what the networks predict on the clean one (the weak-to-strong
+    consistency of Sohn et al., "FixMatch", NeurIPS 2020; Yang et al., "Revisiting Weak-to-Strong Consistency in
+    Semi-Supervised Semantic Segmentation", CVPR 2023).
 
     ``engine.state.output`` holds ``image``, ``label``, ``loss`` and every term and statistic of the objective as
     python floats, and ``terms``, the same numbers as one dict, so that ``StatsHandler`` or
@@ -162,8 +173,13 @@ class SemiSupervisedTrainer(Trainer):
     def _stop(engine: Trainer) -> None:
         engine.terminate()
 
-    def next_unlabeled_batch(self) -> torch.Tensor | None:
-        """The next unlabeled image batch on the engine's device, restarting the unlabeled stream when it ends."""
+    def next_unlabeled_batch(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The next unlabeled batch on the engine's device, restarting the unlabeled stream when it ends.
+
+        Returns:
+            ``(image, student_view)``, each (B, C_in, *spatial); ``student_view`` is the batch's ``STUDENT_VIEW_KEY``
+            entry, or None when it has none. None without an unlabeled loader.
+        """
         if self.unlabeled_data_loader is None:
             return None
         if self._unlabeled_batches is None:
@@ -174,7 +190,16 @@ class SemiSupervisedTrainer(Trainer):
             self._unlabeled_batches = self.unlabeled_stream.open()
             batch = next(self._unlabeled_batches)
         image, _ = self.prepare_batch(batch, self.state.device, self.non_blocking, **self.to_kwargs)
-        return image
+        view = batch.get(STUDENT_VIEW_KEY) if isinstance(batch, dict) else None
+        if view is not None:
+            view = torch.as_tensor(view).to(self.state.device, non_blocking=self.non_blocking)
+            if view.shape != image.shape:
+                raise ValueError(
+                    f"unlabeled batch: {STUDENT_VIEW_KEY!r} has shape {tuple(view.shape)}, 'image' "
+                    f"{tuple(image.shape)}; the student view must be a voxel-aligned copy of each crop (intensity "
+                    "transforms only)."
+                )
+        return image, view
 
     def _setup_dataloader_iter(self) -> None:
         # ignite makes the labeled iterator here (at the start of a pass): the labeled stream tracks its position
@@ -221,8 +246,15 @@ class SemiSupervisedTrainer(Trainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         image_l, label_l = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        image_u = engine.next_unlabeled_batch() if engine.objective.uses_unlabeled else None
-        inputs = image_l if image_u is None else torch.cat([image_l, image_u], dim=0)
+        drawn = engine.next_unlabeled_batch() if engine.objective.uses_unlabeled else None
+        image_u, student_u = drawn if drawn is not None else (None, None)
+        if student_u is not None and not engine.objective.needs_teacher_pass:
+            raise ValueError(
+                f"the unlabeled batches carry a student view ({STUDENT_VIEW_KEY!r}) but the objective teaches from the "
+                "training forward itself; set pseudo_label_pass='no_dropout' so that the teacher sees the clean crop."
+            )
+        unlabeled_input = image_u if student_u is None else student_u  # the students' view of the unlabeled crops
+        inputs = image_l if image_u is None else torch.cat([image_l, unlabeled_input], dim=0)
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
