@@ -258,7 +258,13 @@ def _case_dice(metrics_csv: Path) -> dict[str, float]:
     return {r["case"]: float(r[column]) for r in rows if column is not None and r[column] not in ("", "nan")}
 
 
-def case_swings(results: dict, budget: int, reference: str = "supervised", threshold: float = 0.2) -> dict:
+#: a validation case whose Dice moves by more than this against the paired reference run counts as a swing
+SWING_THRESHOLD = 0.2
+
+
+def case_swings(
+    results: dict, budget: int, reference: str = "supervised", threshold: float = SWING_THRESHOLD
+) -> dict:
     """Per validation case, how each row moves the Dice of the same case in the reference run of the same seed.
 
     A row can gain on average because most cases improve a little, or because a few cases flip from one structure to
@@ -354,9 +360,9 @@ def protocol_table(results: dict, budgets: list[int], reference: str = "supervis
         if swings:
             lines += [
                 f"Validation cases, paired with {ROW_NAMES.get(reference, reference)} of the same seed (all seeds "
-                "pooled): how many moved by more than 0.2 Dice, and the mean change of the others.",
+                f"pooled): how many moved by more than {SWING_THRESHOLD} Dice, and the mean change of the others.",
                 "",
-                "| row | paired cases | up > 0.2 | down > 0.2 | mean change of the rest |",
+                f"| row | paired cases | up > {SWING_THRESHOLD} | down > {SWING_THRESHOLD} | mean change of the rest |",
                 "|---|---|---|---|---|",
             ]
             for row, sw in swings.items():
@@ -433,7 +439,7 @@ def _paired_plot(results: dict, budget: int, path: Path, title: str) -> list[str
 
 def _case_plot(swings: dict, path: Path, title: str) -> None:
     """Every validation case's Dice change against the reference run of its seed, one column per row (see
-    :func:`case_swings`), coloured by seed; the dashed lines mark the 0.2 threshold of the table."""
+    :func:`case_swings`), coloured by seed; the dashed lines mark ``SWING_THRESHOLD``, the table's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -449,7 +455,7 @@ def _case_plot(swings: dict, path: Path, title: str) -> None:
             ax.scatter(xs, diffs, s=12, alpha=0.7, color=colors[seed % len(colors)], label=label)
         counts = f"{sw['up']} up, {sw['down']} down"
         ax.text(x, 1.02, counts, ha="center", fontsize=7, transform=ax.get_xaxis_transform())
-    for level in (-0.2, 0.2):
+    for level in (-SWING_THRESHOLD, SWING_THRESHOLD):
         ax.axhline(level, color="gray", linestyle="--", linewidth=0.8)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(swings)))
