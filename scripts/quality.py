@@ -74,6 +74,8 @@ ROW_NAMES = {
     "no_dropout_teacher": "full method, pseudo-labels from a pass without dropout",
     "agreement_reliability": "full method, pseudo-labels trusted only where both networks are reliable and agree",
     "weight_one_no_dropout": "full method, unlabeled weight 1 (as the paper's loss) and pseudo-labels without dropout",
+    "intensity_augmented": "full method, intensity augmentation (gamma, bias field, scale, noise) of every crop",
+    "supervised_intensity_augmented": "supervised only, with the same intensity augmentation",
 }
 
 #: row names short enough for a figure's axis
@@ -88,6 +90,8 @@ ROW_SHORT = {
     "agreement_reliability": "agreement required",
     "filtered_terms_only": "filtered terms only",
     "perturbed_student": "perturbed student",
+    "intensity_augmented": "full, intensity aug.",
+    "supervised_intensity_augmented": "supervised, intensity aug.",
 }
 
 __all__ = [
@@ -437,7 +441,7 @@ def _paired_plot(results: dict, budget: int, path: Path, title: str) -> list[str
     return rows
 
 
-def _case_plot(swings: dict, path: Path, title: str) -> None:
+def _case_plot(swings: dict, path: Path, title: str, reference: str = "supervised") -> None:
     """Every validation case's Dice change against the reference run of its seed, one column per row (see
     :func:`case_swings`), coloured by seed; the dashed lines mark ``SWING_THRESHOLD``, the table's."""
     import matplotlib
@@ -460,7 +464,7 @@ def _case_plot(swings: dict, path: Path, title: str) -> None:
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(swings)))
     ax.set_xticklabels([ROW_SHORT.get(row, row) for row in swings], rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("validation Dice change per case\n(row minus supervised-only, same seed)")
+    ax.set_ylabel(f"validation Dice change per case\n(row minus {ROW_SHORT.get(reference, reference)}, same seed)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no point hidden
     ax.set_title(title, fontsize=10, pad=18)
     fig.tight_layout()
@@ -477,6 +481,7 @@ def run_quality(
     threads: int | None = None,
     iterations: int | None = None,
     protocol: str | None = None,
+    reference: str = "supervised",
     **overrides: object,
 ) -> dict:
     """Run every (row, label budget, seed) of the LA bundle on phantoms and summarise them.
@@ -494,6 +499,8 @@ def run_quality(
         protocol: None (the demo's phantoms and regime, test Dice only) or a name of ``PROTOCOLS``: its phantom
             set, each run also scored on the validation list after training, and the paired table of
             :func:`protocol_table` (``quality_<protocol>.md``) and figure of :func:`_paired_plot`.
+        reference: the row every other row is paired with, seed by seed, in the protocol's table and case figure
+            (e.g. ``supervised_intensity_augmented`` to ask what the unlabeled terms add to an augmented baseline).
         overrides: further ``--key value`` overrides for every run.
     """
     if protocol is not None and protocol not in PROTOCOLS:
@@ -504,7 +511,7 @@ def run_quality(
     budgets = budgets if budgets is not None else spec.get("budgets", "4")
     iterations = iterations if iterations is not None else spec.get("iterations")
     rows_l, seeds_l, budgets_l = _as_list(rows), _as_list(seeds, int), _as_list(budgets, int)
-    unknown = [r for r in rows_l if not (BUNDLE / "configs" / "ablation" / f"{r}.json").is_file()]
+    unknown = [r for r in [*rows_l, reference] if not (BUNDLE / "configs" / "ablation" / f"{r}.json").is_file()]
     if unknown or not rows_l or not seeds_l or not budgets_l:
         raise ValueError(f"rows, seeds and budgets must be non-empty and rows one of {ROWS}; unknown: {unknown}")
     if parallel < 1:
@@ -559,16 +566,18 @@ def run_quality(
     all_budgets = sorted({b for per_budget in results.values() for b in per_budget if b is not None})
     table = _table(results, all_budgets)
     if protocol is not None:
-        table = protocol_table(results, all_budgets)
-    (out / ("quality.md" if protocol is None else f"quality_{protocol}.md")).write_text(table + "\n")
+        table = protocol_table(results, all_budgets, reference)
+    # a table paired with another reference gets its own files, beside the default ones
+    tag = f"quality_{protocol}" + ("" if reference == "supervised" else f"_vs_{reference}")
+    (out / ("quality.md" if protocol is None else f"{tag}.md")).write_text(table + "\n")
     if protocol is None:
         _plot(results, all_budgets, out / "quality.png", total_cases=total_cases, kind=demo["phantom_kind"])
     for budget in all_budgets if protocol is not None else []:
         title = f"{protocol}: {spec['kind']} phantoms, {budget} of {total_cases} labeled, last checkpoint"
         _paired_plot(results, budget, out / f"quality_{protocol}_l{budget}.png", title)
-        swings = case_swings(results, budget)
+        swings = case_swings(results, budget, reference)
         if swings:
-            _case_plot(swings, out / f"quality_{protocol}_l{budget}_cases.png", title)
+            _case_plot(swings, out / f"{tag}_l{budget}_cases.png", title, reference)
     record = {
         "benchmark": "quality",
         "figures": [

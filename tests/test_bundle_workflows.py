@@ -110,6 +110,40 @@ def test_perturbed_student_overlay_trains_on_a_perturbed_copy_of_each_unlabeled_
     assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]
 
 
+def _values_outside(crop: torch.Tensor, volume: torch.Tensor) -> float:
+    """Fraction of a crop's voxel values that occur nowhere in ``volume`` (0 for a pure spatial crop/flip/rotation)."""
+    return 1.0 - torch.isin(crop.flatten(), volume.flatten()).float().mean().item()
+
+
+@pytest.mark.parametrize("overlay", ["full", "intensity_augmented"])
+def test_intensity_augmentation_perturbs_labeled_and_unlabeled_crops_only_when_set(tmp_path, overlay: str) -> None:
+    config = [TRAIN, DEMO, str(CONFIGS / "ablation" / f"{overlay}.json")]
+    train = ConfigWorkflow(config_file=config, workflow_type="train", output_dir=str(tmp_path), **TINY)
+    train.initialize()
+    parse = train.parser.get_parsed_content
+    deterministic = parse("train#deterministic_transforms")
+    for dataset in ("train#dataset", "train#unlabeled_dataset"):
+        source = dict(parse(dataset).data[0])
+        volume = source
+        for transform in deterministic:
+            volume = transform(volume)
+        crop = parse(dataset)[0]
+        outside = _values_outside(crop["image"], volume["image"])
+        assert (outside > 0.5) if overlay == "intensity_augmented" else (outside == 0.0), (dataset, outside)
+        if "label" in crop:  # the label is cropped, never perturbed
+            assert _values_outside(crop["label"], volume["label"]) == 0.0
+
+
+def test_supervised_intensity_augmented_overlay_trains_without_unlabeled_terms(tmp_path) -> None:
+    overlay = str(CONFIGS / "ablation" / "supervised_intensity_augmented.json")
+    train = ConfigWorkflow(config_file=[TRAIN, DEMO, overlay], workflow_type="train", output_dir=str(tmp_path), **TINY)
+    train.initialize()
+    assert not train.parser.get_parsed_content("loss").uses_unlabeled
+    assert len(train.parser.get_parsed_content("intensity_augmentation")) == 4
+    train.run()
+    assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]
+
+
 def test_missing_dataset_stops_at_once_with_directions(tmp_path) -> None:
     result = bundle_run(TRAIN, dataset_dir=str(tmp_path), timeout=300)
     assert result.returncode != 0

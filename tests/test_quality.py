@@ -106,6 +106,25 @@ def test_protocol_table_pairs_rows_by_seed_on_validation_and_test() -> None:
     assert bound.endswith("| 3/3 | - |")  # the bound closes no gap of its own
 
 
+def test_protocol_table_pairs_with_another_reference_row() -> None:
+    def runs(values: list[tuple[int, float]]) -> list[dict]:
+        return [{"seed": s, "dice": d, "hd95": 1.0, "val_dice": d} for s, d in values]
+
+    results = {
+        "supervised": {2: runs([(0, 0.50), (1, 0.50)])},
+        "supervised_intensity_augmented": {2: runs([(0, 0.70), (1, 0.72)])},
+        "intensity_augmented": {2: runs([(0, 0.75), (1, 0.73)])},
+    }
+    table = quality.protocol_table(results, [2], reference="supervised_intensity_augmented")
+    assert "paired against supervised only, with the same intensity augmentation" in table
+    augmented = next(line for line in table.splitlines() if line.startswith("| full method, intensity") and "| test |" in line)
+    assert "| +0.030 +- 0.020 | 2/2 |" in augmented  # 0.05 and 0.01 over the augmented baseline
+    baseline = next(line for line in table.splitlines() if line.startswith("| supervised only (both") and "| test |" in line)
+    assert "| -0.210 +- 0.010 | 0/2 |" in baseline
+    with pytest.raises(ValueError, match="unknown: \\['no_such_row'\\]"):
+        quality.run_quality(rows="full", reference="no_such_row")
+
+
 def test_paired_plot_draws_every_row_with_the_bound_last(tmp_path: Path) -> None:
     def runs(values: list[tuple[int, float, float]]) -> list[dict]:
         return [{"seed": s, "val_dice": v, "dice": t, "hd95": 1.0} for s, v, t in values]
