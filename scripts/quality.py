@@ -513,7 +513,10 @@ def run_quality(
     rows_l, seeds_l, budgets_l = _as_list(rows), _as_list(seeds, int), _as_list(budgets, int)
     unknown = [r for r in [*rows_l, reference] if not (BUNDLE / "configs" / "ablation" / f"{r}.json").is_file()]
     if unknown or not rows_l or not seeds_l or not budgets_l:
-        raise ValueError(f"rows, seeds and budgets must be non-empty and rows one of {ROWS}; unknown: {unknown}")
+        raise ValueError(
+            "rows, seeds and budgets must be non-empty, and rows and reference names of overlays in "
+            f"{BUNDLE / 'configs' / 'ablation'} (e.g. {', '.join(ROWS)}); unknown: {unknown}"
+        )
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}.")
     threads = threads or max(1, (os.cpu_count() or 2) // parallel)
