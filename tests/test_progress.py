@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
 from ignite.engine import Engine, Events
@@ -12,7 +13,9 @@ from semiseg.handlers import EpochCompleteFilter, ProgressBarHandler
 
 def _engine() -> Engine:
     engine = Engine(lambda e, b: {"loss": 0.5})
-    engine.logger = logging.getLogger(f"test_progress.{id(engine)}")
+    # a fresh logger per engine: logging caches loggers by name, and id() of a collected engine is reused, which once
+    # handed the quiet=False case the logger (and filter) of the quiet=True case
+    engine.logger = logging.getLogger(f"test_progress.{uuid.uuid4().hex}")
     engine.logger.setLevel(logging.INFO)
     return engine
 
