@@ -15,6 +15,7 @@ import torch
 import numpy as np
 import pytest
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.transforms import Compose
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "bundles" / "la" / "configs"
@@ -121,12 +122,9 @@ def test_intensity_augmentation_perturbs_labeled_and_unlabeled_crops_only_when_s
     train = ConfigWorkflow(config_file=config, workflow_type="train", output_dir=str(tmp_path), **TINY)
     train.initialize()
     parse = train.parser.get_parsed_content
-    deterministic = parse("train#deterministic_transforms")
+    deterministic = Compose(parse("train#deterministic_transforms"))
     for dataset in ("train#dataset", "train#unlabeled_dataset"):
-        source = dict(parse(dataset).data[0])
-        volume = source
-        for transform in deterministic:
-            volume = transform(volume)
+        volume = deterministic(dict(parse(dataset).data[0]))
         crop = parse(dataset)[0]
         outside = _values_outside(crop["image"], volume["image"])
         assert (outside > 0.5) if overlay == "intensity_augmented" else (outside == 0.0), (dataset, outside)
