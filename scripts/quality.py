@@ -1,7 +1,7 @@
 """Quality under one protocol: the LA bundle's baselines and ablation rows on phantoms, several seeds and label budgets.
 
-Each run is the bundle itself (``python -m monai.bundle run`` with ``train.json``, ``demo.json`` and one overlay of
-``configs/ablation``), so what is measured is what users run. Runs go ``--parallel`` at a time with the CPU threads
+Each run is the bundle itself (``python -m monai.bundle run`` with ``train.json``, ``demo.json`` and the row's overlay
+of ``configs/ablation``, or its overlays in order for a row ``a+b``), so what is measured is what users run. Runs go ``--parallel`` at a time with the CPU threads
 split between them and glibc's allocator told to keep freed activations (``ALLOCATOR_ENV``, which changes no result);
 a run whose ``summary.json`` exists is not repeated, so an interrupted sweep continues. The test
 cases never choose a checkpoint: every run is evaluated at its last iteration.
@@ -31,6 +31,13 @@ per run, at its last iteration, for the table)::
     python scripts/benchmark.py quality --protocol label_limited --output_dir output/label_limited
     python scripts/benchmark.py quality --protocol label_limited --rows supervised,fully_supervised --seeds 0,1 \\
         --parallel 2 --threads 1 --output_dir output/label_limited
+
+``--reference`` pairs every row with another row than supervised-only, and ``--bound`` names the fully supervised row
+of the "gap closed" column; with intensity augmentation on both sides of the comparison::
+
+    python scripts/benchmark.py quality --protocol label_limited --output_dir output/label_limited \\
+        --rows supervised_intensity_augmented,intensity_augmented,fully_supervised+intensity_augmented \\
+        --reference supervised_intensity_augmented --bound fully_supervised+intensity_augmented
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ ROW_NAMES = {
     "weight_one_no_dropout": "full method, unlabeled weight 1 (as the paper's loss) and pseudo-labels without dropout",
     "intensity_augmented": "full method, intensity augmentation (gamma, bias field, scale, noise) of every crop",
     "supervised_intensity_augmented": "supervised only, with the same intensity augmentation",
+    "fully_supervised+intensity_augmented": "fully supervised bound, with the intensity augmentation",
 }
 
 #: row names short enough for a figure's axis
@@ -92,11 +100,28 @@ ROW_SHORT = {
     "perturbed_student": "perturbed student",
     "intensity_augmented": "full, intensity aug.",
     "supervised_intensity_augmented": "supervised, intensity aug.",
+    "fully_supervised+intensity_augmented": "all labeled, intensity aug.",
 }
 
 __all__ = [
-    "run_quality", "bundle_schedule", "case_swings", "collect_runs", "protocol_table", "ALLOCATOR_ENV", "PROTOCOLS",
+    "run_quality", "bundle_schedule", "case_swings", "collect_runs", "protocol_table", "overlays", "is_bound",
+    "ALLOCATOR_ENV", "PROTOCOLS",
 ]  # fmt: skip
+
+
+def overlays(row: str) -> list[Path]:
+    """The overlay files of a row, in the order they apply: ``a+b`` is ``ablation/a.json`` then ``ablation/b.json``
+    (e.g. ``fully_supervised+intensity_augmented``: every case labeled, then the augmentation list on top)."""
+    return [BUNDLE / "configs" / "ablation" / f"{part}.json" for part in row.split("+")]
+
+
+def is_bound(row: str) -> bool:
+    """Whether a row trains on every training case (it names ``fully_supervised``), so label budgets do not apply."""
+    return "fully_supervised" in row.split("+")
+
+
+def _name(row: str) -> str:
+    return ROW_NAMES.get(row) or " + ".join(ROW_NAMES.get(part, part) for part in row.split("+"))
 
 #: benchmark protocols: the phantom set (kind, cases per split, seed; ``test_seed`` draws the test cases from another
 #: seed's stream, because the family's calibration looked at the seed-0 test cases) and the default rows, seeds, label
@@ -147,7 +172,7 @@ def _run_one(
         raise RuntimeError(
             f"{out} holds a run with other settings ({_settings(out)}); use another output_dir for {settings}."
         )
-    configs = [BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "demo.json", BUNDLE / "configs" / "ablation" / f"{row}.json"]
+    configs = [BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "demo.json", *overlays(row)]
     cmd = [
         sys.executable, "-m", "monai.bundle", "run",
         "--config_file", str([str(c) for c in configs]),
@@ -282,7 +307,7 @@ def case_swings(
     ref = {r["seed"]: r.get("val_cases", {}) for r in (results.get(reference) or {}).get(budget, [])}
     swings = {}
     for row, per_budget in results.items():
-        if row in (reference, "fully_supervised"):
+        if row == reference or is_bound(row):
             continue
         diffs = {}
         for r in per_budget.get(budget, []):
@@ -319,23 +344,26 @@ def _table(results: dict, budgets: list[int]) -> str:
             dice = np.array([r["dice"] for r in runs])
             hd = np.array([r["hd95"] for r in runs])
             cells += [f"{dice.mean():.3f} +- {dice.std():.3f}", f"{np.nanmean(hd):.1f} +- {np.nanstd(hd):.1f}"]
-        lines.append(f"| {ROW_NAMES.get(row, row)} | " + " | ".join(cells + ["/".join(seeds) or "-"]) + " |")
+        lines.append(f"| {_name(row)} | " + " | ".join(cells + ["/".join(seeds) or "-"]) + " |")
     return "\n".join(lines)
 
 
-def protocol_table(results: dict, budgets: list[int], reference: str = "supervised") -> str:
+def protocol_table(
+    results: dict, budgets: list[int], reference: str = "supervised", bound: str = "fully_supervised"
+) -> str:
     """Per-seed Dice, mean, std and the paired difference against ``reference``, on validation and on test.
 
     One block per label budget. A row's paired difference uses the seeds it shares with the reference row: mean
     difference, its standard error (sample std / sqrt(n)), wins out of n, and on test the fraction of the reference
-    to fully-supervised gap that the row closes. Choices are to be made on the validation columns only.
+    to ``bound`` gap that the row closes (pair an augmented reference with an augmented bound, e.g.
+    ``fully_supervised+intensity_augmented``). Choices are to be made on the validation columns only.
     """
-    full = {r["seed"]: r for r in (results.get("fully_supervised") or {}).get(None, [])}
+    full = {r["seed"]: r for r in (results.get(bound) or {}).get(None, [])}
     lines = []
     for budget in budgets:
         ref = {r["seed"]: r for r in (results.get(reference) or {}).get(budget, [])}
         lines += [
-            f"### {budget} labeled (paired against {ROW_NAMES.get(reference, reference)})",
+            f"### {budget} labeled (paired against {_name(reference)})",
             "",
             "| row | split | per seed | mean +- std | paired diff +- s.e. | wins | gap closed |",
             "|---|---|---|---|---|---|---|",
@@ -355,22 +383,22 @@ def protocol_table(results: dict, budgets: list[int], reference: str = "supervis
                     se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
                     cells[1] = f"{d.mean():+.3f} +- {se:.3f}"
                     cells[2] = f"{int((d > 0).sum())}/{d.size}"
-                    bound = [full[s][key] - ref[s][key] for s in paired if s in full and key in full[s]]
-                    if bound and np.mean(bound) > 0 and row != "fully_supervised":
-                        cells[3] = f"{d.mean() / np.mean(bound):.0%}"
-                lines.append(f"| {ROW_NAMES.get(row, row)} | {split} | {per_seed} | " + " | ".join(cells) + " |")
+                    gap = [full[s][key] - ref[s][key] for s in paired if s in full and key in full[s]]
+                    if gap and np.mean(gap) > 0 and not is_bound(row):
+                        cells[3] = f"{d.mean() / np.mean(gap):.0%}"
+                lines.append(f"| {_name(row)} | {split} | {per_seed} | " + " | ".join(cells) + " |")
         lines.append("")
         swings = case_swings(results, budget, reference)
         if swings:
             lines += [
-                f"Validation cases, paired with {ROW_NAMES.get(reference, reference)} of the same seed (all seeds "
+                f"Validation cases, paired with {_name(reference)} of the same seed (all seeds "
                 f"pooled): how many moved by more than {SWING_THRESHOLD} Dice, and the mean change of the others.",
                 "",
                 f"| row | paired cases | up > {SWING_THRESHOLD} | down > {SWING_THRESHOLD} | mean change of the rest |",
                 "|---|---|---|---|---|",
             ]
             for row, sw in swings.items():
-                lines.append(f"| {ROW_NAMES.get(row, row)} | {sw['cases']} | {sw['up']} | {sw['down']} | "
+                lines.append(f"| {_name(row)} | {sw['cases']} | {sw['up']} | {sw['down']} | "
                              f"{sw['rest_mean']:+.3f} |")  # fmt: skip
             lines.append("")
     return "\n".join(lines)
@@ -384,15 +412,15 @@ def _plot(results: dict, budgets: list[int], path: Path, total_cases: int, kind:
 
     fig, ax = plt.subplots(figsize=(9, 4))
     for row, per_budget in results.items():
-        if row == "fully_supervised":
+        if is_bound(row):
             runs = per_budget[None]
             dice = np.array([r["dice"] for r in runs])
-            ax.axhline(dice.mean(), color="gray", linestyle="--", label=f"{ROW_NAMES[row]} ({total_cases})")
+            ax.axhline(dice.mean(), color="gray", linestyle="--", label=f"{_name(row)} ({total_cases})")
             continue
         xs = [b for b in budgets if per_budget.get(b)]
         means = [np.mean([r["dice"] for r in per_budget[b]]) for b in xs]
         stds = [np.std([r["dice"] for r in per_budget[b]]) for b in xs]
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=ROW_NAMES.get(row, row))
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=_name(row))
     ax.set_xlabel("labeled training cases")
     ax.set_ylabel("test Dice (mean over seeds, +- std)")
     ax.set_xticks(budgets)
@@ -415,7 +443,7 @@ def _paired_plot(results: dict, budget: int, path: Path, title: str) -> list[str
     import matplotlib.pyplot as plt
 
     rows = [row for row, per_budget in results.items() if per_budget.get(budget) or per_budget.get(None)]
-    rows.sort(key=lambda row: row == "fully_supervised")  # the bound last
+    rows.sort(key=is_bound)  # the bounds last
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(rows), 4.2), sharey=True)
     for ax, (split, key) in zip(axes, (("validation", "val_dice"), ("test", "dice"))):
         per_seed: dict[int, dict[int, float]] = {}
@@ -482,13 +510,14 @@ def run_quality(
     iterations: int | None = None,
     protocol: str | None = None,
     reference: str = "supervised",
+    bound: str = "fully_supervised",
     **overrides: object,
 ) -> dict:
     """Run every (row, label budget, seed) of the LA bundle on phantoms and summarise them.
 
     Args:
-        rows: overlays of ``bundles/la/configs/ablation`` (``fully_supervised`` ignores the budgets); default
-            ``supervised,full``, or the protocol's.
+        rows: overlays of ``bundles/la/configs/ablation``, or several joined by ``+`` (applied in that order);
+            a row naming ``fully_supervised`` ignores the budgets. Default ``supervised,full``, or the protocol's.
         seeds: seeds of network initialisation and sampling; the phantoms stay the same. Default ``0,1,2``, or the
             protocol's.
         budgets: numbers of labeled training cases; default ``4``, or the protocol's.
@@ -501,6 +530,8 @@ def run_quality(
             :func:`protocol_table` (``quality_<protocol>.md``) and figure of :func:`_paired_plot`.
         reference: the row every other row is paired with, seed by seed, in the protocol's table and case figure
             (e.g. ``supervised_intensity_augmented`` to ask what the unlabeled terms add to an augmented baseline).
+        bound: the fully supervised row whose gap to the reference the table's "gap closed" column divides by
+            (e.g. ``fully_supervised+intensity_augmented`` beside an augmented reference).
         overrides: further ``--key value`` overrides for every run.
     """
     if protocol is not None and protocol not in PROTOCOLS:
@@ -511,11 +542,12 @@ def run_quality(
     budgets = budgets if budgets is not None else spec.get("budgets", "4")
     iterations = iterations if iterations is not None else spec.get("iterations")
     rows_l, seeds_l, budgets_l = _as_list(rows), _as_list(seeds, int), _as_list(budgets, int)
-    unknown = [r for r in [*rows_l, reference] if not (BUNDLE / "configs" / "ablation" / f"{r}.json").is_file()]
+    unknown = [r for r in [*rows_l, reference, bound] if not all(path.is_file() for path in overlays(r))]
     if unknown or not rows_l or not seeds_l or not budgets_l:
         raise ValueError(
-            "rows, seeds and budgets must be non-empty, and rows and reference names of overlays in "
-            f"{BUNDLE / 'configs' / 'ablation'} (e.g. {', '.join(ROWS)}); unknown: {unknown}"
+            "rows, seeds and budgets must be non-empty, and rows, reference and bound names of overlays in "
+            f"{BUNDLE / 'configs' / 'ablation'}, or of several joined by '+' (e.g. {', '.join(ROWS)}); "
+            f"unknown: {unknown}"
         )
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}.")
@@ -551,7 +583,7 @@ def run_quality(
             extra.setdefault(key, value)
     jobs = []
     for row in rows_l:
-        for budget in [None] if row == "fully_supervised" else budgets_l:
+        for budget in [None] if is_bound(row) else budgets_l:
             for seed in seeds_l:
                 name = f"{row}_all_s{seed}" if budget is None else f"{row}_l{budget}_s{seed}"
                 jobs.append((row, budget, seed, out / name))
@@ -569,7 +601,7 @@ def run_quality(
     all_budgets = sorted({b for per_budget in results.values() for b in per_budget if b is not None})
     table = _table(results, all_budgets)
     if protocol is not None:
-        table = protocol_table(results, all_budgets, reference)
+        table = protocol_table(results, all_budgets, reference, bound)
     # a table paired with another reference gets its own files, beside the default ones
     tag = f"quality_{protocol}" + ("" if reference == "supervised" else f"_vs_{reference}")
     (out / ("quality.md" if protocol is None else f"{tag}.md")).write_text(table + "\n")

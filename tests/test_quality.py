@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 from pathlib import Path
@@ -205,3 +206,54 @@ def test_protocol_runs_take_the_bundles_schedule_in_proportion() -> None:
     assert full_length == {k: train[k] for k in ("lr_step", "rampup_iterations", "rampup_start")}
     assert quality.bundle_schedule(1200) == {"lr_step": 500, "rampup_iterations": 800, "rampup_start": 0}
     assert quality.bundle_schedule(1)["lr_step"] >= 1
+
+
+def test_a_row_of_several_overlays_applies_them_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commands: list[list[str]] = []
+
+    def fake_subprocess_run(cmd: list, stdout: object, stderr: object, env: dict, cwd: object) -> object:
+        commands.append(cmd)
+        (Path(cmd[cmd.index("--output_dir") + 1]) / "summary.json").write_text("{}")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(quality.subprocess, "run", fake_subprocess_run)
+    row = "fully_supervised+intensity_augmented"
+    quality._run_one(tmp_path / "run", row, None, 0, tmp_path / "phantoms", threads=1, extra={})
+    configs = ast.literal_eval(commands[0][commands[0].index("--config_file") + 1])
+    ablation = quality.BUNDLE / "configs" / "ablation"
+    assert configs[-2:] == [str(ablation / "fully_supervised.json"), str(ablation / "intensity_augmented.json")]
+    assert quality.is_bound(row) and not quality.is_bound("intensity_augmented")
+
+    # what the bundle makes of that order: every case labeled, no unlabeled term, and the augmentation list
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(quality.BUNDLE / "configs" / n) for n in ("train.json", "demo.json")] + configs[-2:])
+    assert parser["num_labeled"] is None and parser["loss#cross_pseudo"] is None
+    assert [t["_target_"] for t in parser["intensity_augmentation"]][:2] == ["RandAdjustContrastd", "RandBiasFieldd"]
+    with pytest.raises(ValueError, match="unknown: \\['full\\+no_such_row'\\]"):
+        quality.run_quality(rows="full+no_such_row")
+
+
+def test_gap_closed_divides_by_the_bound_named() -> None:
+    def runs(values: list[tuple[int, float]]) -> list[dict]:
+        return [{"seed": s, "dice": d, "hd95": 1.0, "val_dice": d} for s, d in values]
+
+    results = {
+        "supervised_intensity_augmented": {2: runs([(0, 0.70), (1, 0.70)])},
+        "intensity_augmented": {2: runs([(0, 0.75), (1, 0.75)])},
+        "fully_supervised": {None: runs([(0, 0.80), (1, 0.80)])},
+        "fully_supervised+intensity_augmented": {None: runs([(0, 0.95), (1, 0.95)])},
+    }
+    reference = "supervised_intensity_augmented"
+    rows = {
+        bound: next(
+            line for line in quality.protocol_table(results, [2], reference, bound).splitlines()
+            if line.startswith("| full method, intensity") and "| test |" in line
+        )
+        for bound in ("fully_supervised", "fully_supervised+intensity_augmented")
+    }  # fmt: skip
+    assert rows["fully_supervised"].endswith("| 50% |")  # 0.05 of the 0.10 to the plain bound
+    assert rows["fully_supervised+intensity_augmented"].endswith("| 20% |")  # 0.05 of 0.25
+    table = quality.protocol_table(results, [2], reference, "fully_supervised+intensity_augmented")
+    assert "| fully supervised bound, with the intensity augmentation | test |" in table
