@@ -1,10 +1,10 @@
 """Quality under one protocol: the LA bundle's baselines and ablation rows on phantoms, several seeds and label budgets.
 
 Each run is the bundle itself (``python -m monai.bundle run`` with ``train.json``, ``demo.json`` and the row's overlay
-of ``configs/ablation``, or its overlays in order for a row ``a+b``), so what is measured is what users run. Runs go ``--parallel`` at a time with the CPU threads
-split between them and glibc's allocator told to keep freed activations (``ALLOCATOR_ENV``, which changes no result);
-a run whose ``summary.json`` exists is not repeated, so an interrupted sweep continues. The test
-cases never choose a checkpoint: every run is evaluated at its last iteration.
+of ``configs/ablation``, or its overlays in order for a row ``a+b``), so what is measured is what users run. Runs go
+``--parallel`` at a time with the CPU threads split between them and glibc's allocator told to keep freed activations
+(``ALLOCATOR_ENV``, which changes no result); a run whose ``summary.json`` exists is not repeated, so an interrupted
+sweep continues. The test cases never choose a checkpoint: every run is evaluated at its last iteration.
 
 Each run directory holds ``run.json`` (row, label budget, seed and the overrides it ran with). The summary covers every
 run under ``output_dir`` that ran with the same overrides, so a table can be filled by several invocations (one row or
@@ -122,6 +122,7 @@ def is_bound(row: str) -> bool:
 
 def _name(row: str) -> str:
     return ROW_NAMES.get(row) or " + ".join(ROW_NAMES.get(part, part) for part in row.split("+"))
+
 
 #: benchmark protocols: the phantom set (kind, cases per split, seed; ``test_seed`` draws the test cases from another
 #: seed's stream, because the family's calibration looked at the seed-0 test cases) and the default rows, seeds, label
@@ -354,8 +355,8 @@ def protocol_table(
     """Per-seed Dice, mean, std and the paired difference against ``reference``, on validation and on test.
 
     One block per label budget. A row's paired difference uses the seeds it shares with the reference row: mean
-    difference, its standard error (sample std / sqrt(n)), wins out of n, and on test the fraction of the reference
-    to ``bound`` gap that the row closes (pair an augmented reference with an augmented bound, e.g.
+    difference, its standard error (sample std / sqrt(n)), wins out of n, and the fraction of the reference to
+    ``bound`` gap that the row closes (pair an augmented reference with an augmented bound, e.g.
     ``fully_supervised+intensity_augmented``). Choices are to be made on the validation columns only.
     """
     full = {r["seed"]: r for r in (results.get(bound) or {}).get(None, [])}
