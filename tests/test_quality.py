@@ -107,14 +107,16 @@ def test_protocol_table_pairs_rows_by_seed_on_validation_and_test() -> None:
     assert bound.endswith("| 3/3 | - |")  # the bound closes no gap of its own
 
 
-def test_protocol_table_pairs_with_another_reference_row() -> None:
-    def runs(values: list[tuple[int, float]]) -> list[dict]:
-        return [{"seed": s, "dice": d, "hd95": 1.0, "val_dice": d} for s, d in values]
+def _same_on_both_splits(values: list[tuple[int, float]]) -> list[dict]:
+    """Protocol records ``(seed, Dice)`` with the same Dice on validation and test."""
+    return [{"seed": s, "dice": d, "hd95": 1.0, "val_dice": d} for s, d in values]
 
+
+def test_protocol_table_pairs_with_another_reference_row() -> None:
     results = {
-        "supervised": {2: runs([(0, 0.50), (1, 0.50)])},
-        "supervised_intensity_augmented": {2: runs([(0, 0.70), (1, 0.72)])},
-        "intensity_augmented": {2: runs([(0, 0.75), (1, 0.73)])},
+        "supervised": {2: _same_on_both_splits([(0, 0.50), (1, 0.50)])},
+        "supervised_intensity_augmented": {2: _same_on_both_splits([(0, 0.70), (1, 0.72)])},
+        "intensity_augmented": {2: _same_on_both_splits([(0, 0.75), (1, 0.73)])},
     }
     table = quality.protocol_table(results, [2], reference="supervised_intensity_augmented")
     assert "paired against supervised only, with the same intensity augmentation" in table
@@ -236,14 +238,11 @@ def test_a_row_of_several_overlays_applies_them_in_order(tmp_path: Path, monkeyp
 
 
 def test_gap_closed_divides_by_the_bound_named() -> None:
-    def runs(values: list[tuple[int, float]]) -> list[dict]:
-        return [{"seed": s, "dice": d, "hd95": 1.0, "val_dice": d} for s, d in values]
-
     results = {
-        "supervised_intensity_augmented": {2: runs([(0, 0.70), (1, 0.70)])},
-        "intensity_augmented": {2: runs([(0, 0.75), (1, 0.75)])},
-        "fully_supervised": {None: runs([(0, 0.80), (1, 0.80)])},
-        "fully_supervised+intensity_augmented": {None: runs([(0, 0.95), (1, 0.95)])},
+        "supervised_intensity_augmented": {2: _same_on_both_splits([(0, 0.70), (1, 0.70)])},
+        "intensity_augmented": {2: _same_on_both_splits([(0, 0.75), (1, 0.75)])},
+        "fully_supervised": {None: _same_on_both_splits([(0, 0.80), (1, 0.80)])},
+        "fully_supervised+intensity_augmented": {None: _same_on_both_splits([(0, 0.95), (1, 0.95)])},
     }
     reference = "supervised_intensity_augmented"
     rows = {
