@@ -69,9 +69,12 @@ def test_inference_network_is_the_training_network() -> None:
 def test_overlays_only_touch_top_level_keys_of_train_json() -> None:
     train = ConfigParser.load_config_file(TRAIN)
     for overlay in [CONFIGS / "demo.json", *sorted((CONFIGS / "ablation").glob("*.json"))]:
+        text = overlay.read_text()
         for key in ConfigParser.load_config_file(str(overlay)):
             root = key.split("#")[0]
-            assert root in train or key in ("phantom_dir", "input_dir") or key.startswith("phantom_"), (overlay, key)
+            defined_here = f"@{root}" in text  # a new id that the overlay itself uses is no silent typo
+            assert root in train or defined_here or key in ("phantom_dir", "input_dir") or key.startswith("phantom_"), (
+                overlay, key)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -109,6 +112,25 @@ def test_perturbed_student_overlay_trains_on_a_perturbed_copy_of_each_unlabeled_
     assert STUDENT_VIEW_KEY not in train.parser.get_parsed_content("train#dataset")[0]  # labeled crops: one view
     train.run()
     assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]
+
+
+def test_mean_teacher_overlay_teaches_from_an_averaged_copy_of_the_network(tmp_path) -> None:
+    overlay = str(CONFIGS / "ablation" / "mean_teacher.json")
+    train = ConfigWorkflow(config_file=[TRAIN, DEMO, overlay], workflow_type="train", output_dir=str(tmp_path), **TINY)
+    train.initialize()
+    parse = train.parser.get_parsed_content
+    trainer, ema = parse("train#trainer"), parse("mean_teacher")
+    assert trainer.teacher_network is ema.ema_model and trainer.objective.pseudo_label_pass == "mean_teacher"
+    state = next(h for h in parse("train#handlers") if type(h).__name__ == "TrainingStateHandler")
+    assert state.objects["teacher"] is ema.ema_model  # a resumed run resumes the teacher too
+    start = [p.detach().clone() for p in ema.ema_model.parameters()]
+    train.run()
+    assert trainer.state.iteration == TINY["iterations"]
+    teacher, network = list(ema.ema_model.parameters()), list(parse("network").parameters())
+    assert all(t.grad is None for t in teacher)
+    moved = [not torch.equal(p0, t) for p0, t in zip(start, teacher)]
+    lags = [not torch.equal(t, p) for t, p in zip(teacher, network)]
+    assert all(moved) and all(lags)  # updated every iteration, behind the network
 
 
 def _values_outside(crop: torch.Tensor, volume: torch.Tensor) -> float:

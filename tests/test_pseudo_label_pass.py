@@ -1,10 +1,11 @@
-"""Tests of semiseg.engines.pseudo_label_pass and the objective's ``pseudo_label_pass="no_dropout"``."""
+"""Tests of semiseg.engines.pseudo_label_pass and the pseudo-label passes "no_dropout" and "mean_teacher"."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from ignite.handlers import EMAHandler
 
 from semiseg.engines import DualNetworkObjective, SemiSupervisedTrainer, no_dropout_logits
 from semiseg.losses import CrossPseudoSupervisionLoss, EntropyFilteredLoss, KLUncertaintyLoss
@@ -109,3 +110,46 @@ def test_trainer_runs_the_teacher_pass_and_updates_both_branches() -> None:
     branches = [n.startswith(("branch_a", "branch_b")) for n, _ in net.named_parameters()]
     changed = [not torch.equal(a, b) for a, b in zip(before, net.parameters())]
     assert all(c for c, is_branch in zip(changed, branches) if is_branch)
+
+
+def _mean_teacher_objective() -> DualNetworkObjective:
+    return DualNetworkObjective(
+        cross_pseudo=CrossPseudoSupervisionLoss(), entropy_filter=EntropyFilteredLoss(), kl_uncertainty=KLUncertaintyLoss(),
+        unlabeled_weight=1.0, pseudo_label_pass="mean_teacher",
+    )  # fmt: skip
+
+
+def test_mean_teacher_pass_teaches_from_the_averaged_copy_and_trains_only_the_students() -> None:
+    net, momentum = _dual("instance"), 0.25
+    ema = EMAHandler(net, momentum=momentum)
+    teacher = ema.ema_model
+    student_calls, teacher_calls = [], []
+    for module, calls in ((net, student_calls), (teacher, teacher_calls)):
+        original = module.forward_branches
+        module.forward_branches = lambda x, f=original, c=calls: c.append(x.shape[0]) or f(x)  # type: ignore
+    start = [p.detach().clone() for p in net.parameters()]
+    trainer = SemiSupervisedTrainer(
+        device="cpu", train_data_loader=make_batches(1, 1), unlabeled_data_loader=make_batches(1, 1, labeled=False),
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.05), objective=_mean_teacher_objective(),
+        iterations=1, train_handlers=[ema], teacher_network=teacher,
+    )  # fmt: skip
+    trainer.run()
+    assert teacher_calls == [1] and student_calls == []  # one teaching pass, on the unlabeled item, by the teacher
+    assert trainer.state.output["cps"] > 0 and trainer.state.output["kl"] > 0
+    for p0, p, t in zip(start, net.parameters(), teacher.parameters()):
+        assert t.grad is None and not t.requires_grad  # no gradient reaches the teacher
+        assert torch.allclose(t, (1 - momentum) * p0 + momentum * p.detach(), atol=1e-6)  # one EMA step
+    branches = [n.startswith(("branch_a", "branch_b")) for n, _ in net.named_parameters()]
+    moved = [not torch.equal(a, b) for a, b in zip(start, net.parameters())]
+    assert all(m for m, is_branch in zip(moved, branches) if is_branch)  # the students learned
+
+
+def test_mean_teacher_needs_a_teacher_network_and_only_it_takes_one() -> None:
+    net = _dual("instance")
+    kwargs = dict(device="cpu", train_data_loader=make_batches(1, 1), unlabeled_data_loader=None, network=net,
+                  optimizer=torch.optim.SGD(net.parameters(), lr=0.01), iterations=1)  # fmt: skip
+    with pytest.raises(ValueError, match="needs teacher_network"):
+        SemiSupervisedTrainer(objective=_mean_teacher_objective(), **kwargs)
+    objective = DualNetworkObjective(cross_pseudo=CrossPseudoSupervisionLoss(), pseudo_label_pass="no_dropout")
+    with pytest.raises(ValueError, match="teaches only with pseudo_label_pass='mean_teacher'"):
+        SemiSupervisedTrainer(objective=objective, teacher_network=_dual("instance"), **kwargs)

@@ -57,7 +57,9 @@ class DualNetworkObjective(nn.Module):
             pseudo-labels, CPS's hard labels, KL's teacher distribution): ``"train"`` (default) the training forward
             itself, dropout included; ``"no_dropout"`` the logits of a gradient-free forward without dropout
             (``semiseg.engines.no_dropout_logits``), which ``SemiSupervisedTrainer`` runs and passes as
-            ``teacher_logits``. The students (the logits that get gradient) are the training forward either way.
+            ``teacher_logits``; ``"mean_teacher"`` the same pass of the trainer's ``teacher_network`` (an
+            exponential moving average of the network's weights). The students (the logits that get gradient) are the
+            training forward either way.
 
     After each call with unlabeled items, ``masks`` holds the ``ReliabilityMasks`` of those items (None when no term
     reads them), so diagnostics reuse the objective's own masks instead of recomputing them.
@@ -126,7 +128,7 @@ class DualNetworkObjective(nn.Module):
 
     @property
     def needs_teacher_pass(self) -> bool:
-        """Whether ``forward`` needs ``teacher_logits`` of the unlabeled items (``pseudo_label_pass="no_dropout"``)."""
+        """Whether ``forward`` needs ``teacher_logits`` of the unlabeled items (a ``pseudo_label_pass`` but "train")."""
         return self.pseudo_label_pass != "train" and self.uses_unlabeled
 
     def forward(

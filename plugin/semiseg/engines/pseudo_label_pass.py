@@ -1,4 +1,9 @@
-"""The teaching pass of the pseudo-label terms: both branches' logits without dropout, without gradient."""
+"""The teaching pass of the pseudo-label terms: both branches' logits without dropout, without gradient.
+
+The pass ``"mean_teacher"`` runs it on an exponential moving average of the network's weights instead of the network
+itself (Tarvainen and Valpola, "Mean teachers are better role models", NeurIPS 2017; Yu et al., "Uncertainty-aware
+Self-ensembling Model for Semi-supervised 3D Left Atrium Segmentation", MICCAI 2019).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ __all__ = ["PSEUDO_LABEL_PASSES", "no_dropout_logits"]
 
 #: where pseudo-labels, reliability masks and teacher distributions come from: ``"train"`` the training forward
 #: itself (dropout active, as in the released recipe); ``"no_dropout"`` a second, gradient-free forward of both
-#: branches with their dropout layers off (see :func:`no_dropout_logits`)
-PSEUDO_LABEL_PASSES = ("train", "no_dropout")
+#: branches with their dropout layers off (see :func:`no_dropout_logits`); ``"mean_teacher"`` the same pass of a copy of
+#: the network whose weights are the exponential moving average of the trained ones (the trainer's
+#: ``teacher_network``, e.g. the ``ema_model`` of ignite's ``EMAHandler``), so each branch learns from the average
+#: of its partner's recent weights
+PSEUDO_LABEL_PASSES = ("train", "no_dropout", "mean_teacher")
 
 
 @torch.no_grad()

@@ -62,7 +62,7 @@ class SemiSupervisedTrainer(Trainer):
 
     Unlabeled batches may carry a second view of each crop under ``STUDENT_VIEW_KEY`` (same shape, voxel-aligned,
     e.g. intensity-perturbed by the dataset's transforms): the training forward, whose logits get the gradient, then
-    sees that view, and the teaching pass (``pseudo_label_pass="no_dropout"``, required) sees ``image``, so the
+    sees that view, and the teaching pass (``pseudo_label_pass`` "no_dropout" or "mean_teacher") sees ``image``, so the
     students learn to predict on the perturbed crop what the networks predict on the clean one (the weak-to-strong
     consistency of Sohn et al., "FixMatch", NeurIPS 2020; Yang et al., "Revisiting Weak-to-Strong Consistency in
     Semi-Supervised Semantic Segmentation", CVPR 2023).
@@ -94,6 +94,10 @@ class SemiSupervisedTrainer(Trainer):
         amp: automatic mixed precision (``torch.autocast`` on the device; a ``GradScaler`` on CUDA).
         amp_kwargs: arguments of ``torch.autocast``, e.g. ``{"dtype": torch.bfloat16}``.
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
+        teacher_network: with ``pseudo_label_pass="mean_teacher"`` (required there, refused otherwise), the network
+            whose gradient-free, dropout-free forward teaches the pseudo-label terms: a copy of ``network`` whose
+            weights some handler keeps as their exponential moving average, e.g. ``ema_model`` of ignite's
+            ``EMAHandler`` attached through ``train_handlers``. The trainer only reads it.
         event_names, event_to_attr, to_kwargs, decollate, postprocessing, key_train_metric, additional_metrics,
             metric_cmp_fn: as in MONAI's ``SupervisedTrainer``.
     """
@@ -125,7 +129,9 @@ class SemiSupervisedTrainer(Trainer):
         event_to_attr: dict | None = None,
         decollate: bool = False,
         to_kwargs: dict | None = None,
+        teacher_network: torch.nn.Module | None = None,
     ) -> None:
+        _check_teacher(objective, teacher_network)
         if epoch_length is None:
             epoch_length = len(train_data_loader)  # type: ignore[arg-type]
         handlers = [*(train_handlers or ()), *((rank0_handlers or ()) if idist.get_rank() == 0 else ())]
@@ -157,6 +163,7 @@ class SemiSupervisedTrainer(Trainer):
         self.network = network
         self.optimizer = optimizer
         self.objective = objective
+        self.teacher_network = teacher_network
         self.optim_set_to_none = optim_set_to_none
         self.unlabeled_data_loader = unlabeled_data_loader
         self.total_iterations = self.run_length.total
@@ -262,9 +269,10 @@ class SemiSupervisedTrainer(Trainer):
             outputs = engine.network(inputs)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         teacher = None
-        if image_u is not None and engine.objective.needs_teacher_pass:  # pseudo_label_pass="no_dropout"
+        if image_u is not None and engine.objective.needs_teacher_pass:  # "no_dropout" or "mean_teacher"
+            teaching = engine.network if engine.teacher_network is None else engine.teacher_network
             with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
-                teacher = no_dropout_logits(engine.network, image_u)
+                teacher = no_dropout_logits(teaching, image_u)
         terms = engine.objective(outputs, label_l, engine.state.iteration, teacher)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         values = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
@@ -282,6 +290,20 @@ class SemiSupervisedTrainer(Trainer):
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return {Keys.IMAGE: image_l, Keys.LABEL: label_l, **values, "terms": values}
+
+
+def _check_teacher(objective: DualNetworkObjective, teacher_network: torch.nn.Module | None) -> None:
+    mean_teacher = objective.pseudo_label_pass == "mean_teacher"
+    if mean_teacher and objective.uses_unlabeled and teacher_network is None:
+        raise ValueError(
+            "pseudo_label_pass='mean_teacher' needs teacher_network: a copy of the network whose weights a handler "
+            "averages, e.g. ignite.handlers.EMAHandler(model=network).ema_model with the handler in train_handlers."
+        )
+    if teacher_network is not None and not mean_teacher:
+        raise ValueError(
+            f"teacher_network is given but the objective's pseudo_label_pass is {objective.pseudo_label_pass!r}; "
+            "it teaches only with pseudo_label_pass='mean_teacher'."
+        )
 
 
 def _schedules(objective: DualNetworkObjective) -> list[Any]:
