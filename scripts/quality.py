@@ -85,6 +85,7 @@ ROW_NAMES = {
     "intensity_augmented": "full method, intensity augmentation (gamma, bias field, scale, noise) of every crop",
     "supervised_intensity_augmented": "supervised only, with the same intensity augmentation",
     "fully_supervised+intensity_augmented": "fully supervised bound, with the intensity augmentation",
+    "strong_contrastive": "full method, prototype contrast weight 0.3 (default 0.1)",
 }
 
 #: row names short enough for a figure's axis
