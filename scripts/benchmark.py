@@ -10,6 +10,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py quality   --rows supervised,full --seeds 0,1,2 --budgets 2,4   (scripts/quality.py)
     python scripts/benchmark.py quality   --protocol label_limited [--seeds 0,1,2,3,4] [--iterations 1200]  (the same)
     python scripts/benchmark.py alignment --checkpoint RUN/models/model.pt         (scripts/term_alignment.py)
+    python scripts/benchmark.py collapse  --output_dir output/label_limited       (scripts/collapse_cases.py)
 
 Every command runs the variants it compares in one process, interleaved (A, B, A, B, ...), after one warm-up
 round, and reports the median over ``--repeats`` rounds. It prints a table and ends with one JSON line::
@@ -62,6 +63,7 @@ from benchmarks import (
     run_step,
     run_step_variants,
 )
+from collapse_cases import run_collapse_cases
 from quality import run_quality
 from term_alignment import run_alignment
 
@@ -90,8 +92,10 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "memory_probe": memory_probe,
     "quality": run_quality,
     "alignment": run_alignment,
+    "collapse": run_collapse_cases,
 }
-"""The commands by name; ``quality`` and ``alignment`` are ``scripts/quality.py`` and ``scripts/term_alignment.py``."""
+"""The commands by name; ``quality``, ``alignment`` and ``collapse`` are ``scripts/quality.py``,
+``scripts/term_alignment.py`` and ``scripts/collapse_cases.py``."""
 
 
 def main() -> None:

@@ -1,0 +1,157 @@
+"""Which validation cases the collapsed runs of a protocol lose, against how bright each case's target is.
+
+Under the label-limited protocol (2 labeled of 40) some runs of the semi-supervised rows end far below the others
+on validation (0.47-0.57 where the same row reaches 0.65-0.70 with another seed). This diagnostic asks whether that
+is spread over the cases or a switch on a few of them. For every finished run under ``output_dir`` that was scored
+on the validation list, it splits the runs into *collapsed* (mean validation Dice below ``collapse_below``) and
+*held*, and prints per validation case its mean Dice in each group and the difference, beside the case's
+*target brightness*: the median of the z-scored image over the target label divided by the 99.5th percentile of
+the z-scored image elsewhere (z-scored over the whole volume, as the bundle's ``NormalizeIntensityd`` does). About
+1 means the target is as bright as the brightest structures around it; the labeled training cases (the first
+``budget`` of the datalist's ``training`` list) are listed with their brightness too, since a network trained on
+2 cases learns their intensity relation. Spearman's rank correlation between brightness and the held - collapsed
+difference closes the table.
+
+Validation cases only: the test list is read once per run, for the protocol table, and never for a diagnosis.
+
+Usage (from the repository root)::
+
+    python scripts/benchmark.py collapse --output_dir output/label_limited [--collapse_below 0.6] [--budget 2]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy.stats import spearmanr
+
+from quality import collect_runs
+
+__all__ = ["target_brightness", "split_runs", "run_collapse_cases"]
+
+
+def target_brightness(image: np.ndarray, label: np.ndarray) -> float:
+    """Median z-score of the image over ``label > 0`` over the 99.5th percentile of the z-score elsewhere.
+
+    Args:
+        image: the volume, any shape.
+        label: the label volume of the same shape; > 0 marks the target.
+
+    Raises:
+        ValueError: shapes differ, the label is empty or covers the image, the image is constant, or nothing outside
+            the target is brighter than the image mean (the ratio would have no meaning).
+    """
+    if image.shape != label.shape:
+        raise ValueError(f"image shape {image.shape} and label shape {label.shape} differ.")
+    target = label > 0
+    if not target.any() or target.all():
+        raise ValueError("the label must mark some voxels as target and leave some outside it.")
+    std = float(image.std())
+    if std == 0:
+        raise ValueError("the image is constant.")
+    z = (image.astype(np.float64) - image.mean()) / std
+    rest = float(np.percentile(z[~target], 99.5))
+    if rest <= 0:
+        raise ValueError("nothing outside the target is brighter than the image mean.")
+    return float(np.median(z[target])) / rest
+
+
+def split_runs(runs: list[dict], collapse_below: float) -> tuple[list[dict], list[dict]]:
+    """The records of ``collect_runs`` that carry per-case validation Dice, as (collapsed, held)."""
+    scored = [r for r in runs if r.get("val_cases")]
+    collapsed = [r for r in scored if r["val_dice"] < collapse_below]
+    return collapsed, [r for r in scored if r["val_dice"] >= collapse_below]
+
+
+def _brightness(entry: dict, root: Path) -> float:
+    paths = {key: root / entry[key] for key in ("image", "label")}  # an absolute entry replaces root
+    for key, path in paths.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the {key} of {entry['image']} is missing.")
+    return target_brightness(np.asarray(nib.load(paths["image"]).dataobj), np.asarray(nib.load(paths["label"]).dataobj))
+
+
+def _case_name(entry: dict) -> str:
+    return Path(entry["image"]).name.split(".")[0]
+
+
+def _protocol_runs(output_dir: Path, budget: int) -> list[dict]:
+    """The records of ``collect_runs`` at ``budget``, each with its ``row``; the runs must share their overrides."""
+    runs_json = output_dir.glob("*/run.json")
+    settings = {json.dumps(json.loads(p.read_text())["overrides"], sort_keys=True) for p in runs_json}
+    if len(settings) != 1:
+        raise ValueError(f"{output_dir}: the runs must share one set of overrides; {len(settings)} found.")
+    results = collect_runs(output_dir, json.loads(settings.pop()))
+    return [dict(r, row=row) for row, per_budget in results.items() for r in per_budget.get(budget, [])]
+
+
+def _case_row(entry: dict, root: Path, collapsed: list[dict], held: list[dict]) -> dict:
+    name = _case_name(entry)
+    mean_held = float(np.mean([r["val_cases"][name] for r in held]))
+    mean_collapsed = float(np.mean([r["val_cases"][name] for r in collapsed]))
+    return {"case": name, "brightness": _brightness(entry, root), "held": mean_held, "collapsed": mean_collapsed,
+            "difference": mean_held - mean_collapsed}  # fmt: skip
+
+
+def _print_table(result: dict, collapse_below: float) -> None:
+    collapsed, held, labeled = result["collapsed"], result["held"], result["labeled"]
+    print(f"{len(collapsed)} collapsed runs (validation Dice < {collapse_below}): " + ", ".join(collapsed))
+    print(f"{len(held)} held runs: " + ", ".join(held))
+    print("labeled training cases, target brightness: " + ", ".join(f"{k} {v:.2f}" for k, v in labeled.items()))
+    print("| validation case | target brightness | Dice, held runs | Dice, collapsed runs | held - collapsed |")
+    print("|---|---|---|---|---|")
+    for c in result["cases"]:
+        values = f"{c['brightness']:.2f} | {c['held']:.3f} | {c['collapsed']:.3f} | {c['difference']:+.3f}"
+        print(f"| {c['case']} | {values} |")
+    print(f"Spearman rank correlation of brightness and held - collapsed: {result['spearman']:+.2f} "
+          f"over {len(result['cases'])} cases")  # fmt: skip
+
+
+def run_collapse_cases(
+    output_dir: str, collapse_below: float = 0.6, budget: int = 2, phantom_dir: str | None = None
+) -> dict:
+    """Print and return the per-case table of the collapsed and held runs under ``output_dir`` at ``budget``.
+
+    Args:
+        output_dir: a ``quality`` output folder (its runs' ``validation/metrics.csv`` are read).
+        collapse_below: a run whose mean validation Dice is below this counts as collapsed.
+        budget: the label budget of the runs to read (the bound's runs, budget None, are left out).
+        phantom_dir: the dataset of the runs; ``<output_dir>/phantoms`` by default.
+
+    Returns:
+        ``{"collapsed": [run names], "held": [...], "cases": [{"case", "brightness", "held", "collapsed",
+        "difference"}, ...], "labeled": {case: brightness}, "spearman": rho}``, cases by brightness, brightest first.
+    """
+    if not 0 < collapse_below < 1:
+        raise ValueError(f"collapse_below must be in (0, 1), got {collapse_below}.")
+    root = Path(phantom_dir) if phantom_dir is not None else Path(output_dir) / "phantoms"
+    datalist = root / "datalist.json"
+    if not datalist.is_file():
+        raise FileNotFoundError(f"{datalist} is missing; pass phantom_dir, the dataset the runs were trained on.")
+    lists = json.loads(datalist.read_text())
+    collapsed, held = split_runs(_protocol_runs(Path(output_dir), budget), collapse_below)
+    if not collapsed or not held:
+        raise ValueError(
+            f"{output_dir}: {len(collapsed)} collapsed and {len(held)} held runs at budget {budget} with validation "
+            f"cases; both groups are needed (change collapse_below)."
+        )
+    cases = sorted((_case_row(e, root, collapsed, held) for e in lists["validation"]), key=lambda c: -c["brightness"])
+    rho = float(spearmanr([c["brightness"] for c in cases], [c["difference"] for c in cases]).statistic)
+    result = {
+        "collapsed": [f"{r['row']} s{r['seed']}" for r in collapsed],
+        "held": [f"{r['row']} s{r['seed']}" for r in held],
+        "cases": cases,
+        "labeled": {_case_name(e): _brightness(e, root) for e in lists["training"][:budget]},
+        "spearman": rho,
+    }
+    _print_table(result, collapse_below)
+    return result
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(run_collapse_cases)
