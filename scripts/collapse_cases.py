@@ -4,7 +4,8 @@ Under the label-limited protocol (2 labeled of 40) some runs of the semi-supervi
 on validation (0.47-0.57 where the same row reaches 0.65-0.70 with another seed). This diagnostic asks whether that
 is spread over the cases or a switch on a few of them. For every finished run under ``output_dir`` that was scored
 on the validation list, it splits the runs into *collapsed* (mean validation Dice below ``collapse_below``) and
-*held*, and prints per validation case its mean Dice in each group and the difference, beside the case's
+*held*, and prints per validation case its mean Dice in each group and the difference (and, where the ``reference``
+row's runs are there, their mean Dice as a column of its own, outside both groups), beside the case's
 *target brightness*: the median of the z-scored image over the target label divided by the 99.5th percentile of
 the z-scored image elsewhere (z-scored over the whole volume, as the bundle's ``NormalizeIntensityd`` does). About
 1 means the target is as bright as the brightest structures around it; the labeled training cases (the first
@@ -59,9 +60,10 @@ def target_brightness(image: np.ndarray, label: np.ndarray) -> float:
     return float(np.median(z[target])) / rest
 
 
-def split_runs(runs: list[dict], collapse_below: float) -> tuple[list[dict], list[dict]]:
-    """The records of ``collect_runs`` that carry per-case validation Dice, as (collapsed, held)."""
-    scored = [r for r in runs if r.get("val_cases")]
+def split_runs(runs: list[dict], collapse_below: float, reference: str) -> tuple[list[dict], list[dict]]:
+    """The records of ``collect_runs`` (with their ``row``) that carry per-case validation Dice, as (collapsed, held);
+    the ``reference`` row's runs are in neither."""
+    scored = [r for r in runs if r.get("val_cases") and r["row"] != reference]
     collapsed = [r for r in scored if r["val_dice"] < collapse_below]
     return collapsed, [r for r in scored if r["val_dice"] >= collapse_below]
 
@@ -88,12 +90,11 @@ def _protocol_runs(output_dir: Path, budget: int) -> list[dict]:
     return [dict(r, row=row) for row, per_budget in results.items() for r in per_budget.get(budget, [])]
 
 
-def _case_row(entry: dict, root: Path, collapsed: list[dict], held: list[dict]) -> dict:
+def _case_row(entry: dict, root: Path, groups: dict[str, list[dict]]) -> dict:
     name = _case_name(entry)
-    mean_held = float(np.mean([r["val_cases"][name] for r in held]))
-    mean_collapsed = float(np.mean([r["val_cases"][name] for r in collapsed]))
-    return {"case": name, "brightness": _brightness(entry, root), "held": mean_held, "collapsed": mean_collapsed,
-            "difference": mean_held - mean_collapsed}  # fmt: skip
+    means = {group: float(np.mean([r["val_cases"][name] for r in runs])) for group, runs in groups.items() if runs}
+    return {"case": name, "brightness": _brightness(entry, root), **means,
+            "difference": means["held"] - means["collapsed"]}  # fmt: skip
 
 
 def _print_table(result: dict, collapse_below: float) -> None:
@@ -101,17 +102,24 @@ def _print_table(result: dict, collapse_below: float) -> None:
     print(f"{len(collapsed)} collapsed runs (validation Dice < {collapse_below}): " + ", ".join(collapsed))
     print(f"{len(held)} held runs: " + ", ".join(held))
     print("labeled training cases, target brightness: " + ", ".join(f"{k} {v:.2f}" for k, v in labeled.items()))
-    print("| validation case | target brightness | Dice, held runs | Dice, collapsed runs | held - collapsed |")
-    print("|---|---|---|---|---|")
+    n_reference = len(result["reference_runs"])
+    reference = [f"Dice, {result['reference']} ({n_reference} runs)"] if n_reference else []
+    columns = ["validation case", "target brightness", "Dice, held runs", "Dice, collapsed runs", "held - collapsed"]
+    print("| " + " | ".join(columns + reference) + " |")
+    print("|" + "---|" * (len(columns) + len(reference)))
     for c in result["cases"]:
         values = f"{c['brightness']:.2f} | {c['held']:.3f} | {c['collapsed']:.3f} | {c['difference']:+.3f}"
-        print(f"| {c['case']} | {values} |")
+        print(f"| {c['case']} | {values} |" + (f" {c['reference']:.3f} |" if reference else ""))
     print(f"Spearman rank correlation of brightness and held - collapsed: {result['spearman']:+.2f} "
           f"over {len(result['cases'])} cases")  # fmt: skip
 
 
 def run_collapse_cases(
-    output_dir: str, collapse_below: float = 0.6, budget: int = 2, phantom_dir: str | None = None
+    output_dir: str,
+    collapse_below: float = 0.6,
+    budget: int = 2,
+    reference: str = "supervised",
+    phantom_dir: str | None = None,
 ) -> dict:
     """Print and return the per-case table of the collapsed and held runs under ``output_dir`` at ``budget``.
 
@@ -119,11 +127,13 @@ def run_collapse_cases(
         output_dir: a ``quality`` output folder (its runs' ``validation/metrics.csv`` are read).
         collapse_below: a run whose mean validation Dice is below this counts as collapsed.
         budget: the label budget of the runs to read (the bound's runs, budget None, are left out).
+        reference: the row shown as a column of its own (supervised-only), in neither group.
         phantom_dir: the dataset of the runs; ``<output_dir>/phantoms`` by default.
 
     Returns:
-        ``{"collapsed": [run names], "held": [...], "cases": [{"case", "brightness", "held", "collapsed",
-        "difference"}, ...], "labeled": {case: brightness}, "spearman": rho}``, cases by brightness, brightest first.
+        ``{"collapsed": [run names], "held": [...], "reference": row, "reference_runs": [...], "cases": [{"case",
+        "brightness", "held", "collapsed", "difference", "reference"}, ...], "labeled": {case: brightness},
+        "spearman": rho}``, cases by brightness, brightest first (``"reference"`` only where its runs exist).
     """
     if not 0 < collapse_below < 1:
         raise ValueError(f"collapse_below must be in (0, 1), got {collapse_below}.")
@@ -132,17 +142,22 @@ def run_collapse_cases(
     if not datalist.is_file():
         raise FileNotFoundError(f"{datalist} is missing; pass phantom_dir, the dataset the runs were trained on.")
     lists = json.loads(datalist.read_text())
-    collapsed, held = split_runs(_protocol_runs(Path(output_dir), budget), collapse_below)
+    runs = _protocol_runs(Path(output_dir), budget)
+    collapsed, held = split_runs(runs, collapse_below, reference)
+    reference_runs = [r for r in runs if r["row"] == reference and r.get("val_cases")]
     if not collapsed or not held:
         raise ValueError(
             f"{output_dir}: {len(collapsed)} collapsed and {len(held)} held runs at budget {budget} with validation "
             f"cases; both groups are needed (change collapse_below)."
         )
-    cases = sorted((_case_row(e, root, collapsed, held) for e in lists["validation"]), key=lambda c: -c["brightness"])
+    groups = {"held": held, "collapsed": collapsed, "reference": reference_runs}
+    cases = sorted((_case_row(e, root, groups) for e in lists["validation"]), key=lambda c: -c["brightness"])
     rho = float(spearmanr([c["brightness"] for c in cases], [c["difference"] for c in cases]).statistic)
     result = {
         "collapsed": [f"{r['row']} s{r['seed']}" for r in collapsed],
         "held": [f"{r['row']} s{r['seed']}" for r in held],
+        "reference": reference,
+        "reference_runs": [f"{r['row']} s{r['seed']}" for r in reference_runs],
         "cases": cases,
         "labeled": {_case_name(e): _brightness(e, root) for e in lists["training"][:budget]},
         "spearman": rho,

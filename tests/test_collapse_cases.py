@@ -70,6 +70,7 @@ def _protocol_dir(tmp_path: Path) -> Path:
     _write_run(tmp_path, "full", 0, {"dim": 0.8, "bright": 0.7}, overrides)
     _write_run(tmp_path, "full", 1, {"dim": 0.8, "bright": 0.1}, overrides)
     _write_run(tmp_path, "no_kl", 0, {"dim": 0.6, "bright": 0.0}, overrides)
+    _write_run(tmp_path, "supervised", 0, {"dim": 0.5, "bright": 0.3}, overrides)  # the reference: in no group
     return tmp_path
 
 
@@ -81,9 +82,11 @@ def test_cases_of_collapsed_and_held_runs(tmp_path: Path, capsys: pytest.Capture
     assert bright["case"] == "bright" and bright["brightness"] > 1 > dim["brightness"]
     assert bright["held"] == pytest.approx(0.7) and bright["collapsed"] == pytest.approx(0.05)
     assert dim["difference"] == pytest.approx(0.8 - 0.7)
+    assert result["reference_runs"] == ["supervised s0"] and bright["reference"] == pytest.approx(0.3)
     assert list(result["labeled"]) == ["lab0", "lab1"]  # the first budget training cases
     assert result["spearman"] == pytest.approx(1.0)
-    assert "| bright | " in capsys.readouterr().out
+    assert "| bright | 2.43 | 0.700 | 0.050 | +0.650 | 0.300 |" in capsys.readouterr().out
+    assert "reference" not in collapse_cases.run_collapse_cases(str(tmp_path), reference="none")["cases"][0]
 
 
 def test_collapse_needs_both_groups_and_the_dataset(tmp_path: Path) -> None:
