@@ -7,10 +7,10 @@ on the validation list, it splits the runs into *collapsed* (mean validation Dic
 *held*, and prints per validation case its mean Dice in each group and the difference (and, where the ``reference``
 row's runs are there, their mean Dice as a column of its own, outside both groups), beside the case's
 *target brightness*: the median of the z-scored image over the target label divided by the 99.5th percentile of
-the z-scored image elsewhere (z-scored over the whole volume, as the bundle's ``NormalizeIntensityd`` does). About
-1 means the target is as bright as the brightest structures around it; the labeled training cases (the first
-``budget`` of the datalist's ``training`` list) are listed with their brightness too, since a network trained on
-2 cases learns their intensity relation. Spearman's rank correlation between brightness and the held - collapsed
+the z-scored image elsewhere (z-scored over the whole volume by MONAI's ``NormalizeIntensity``, as in the
+bundle). About 1 means the target is as bright as the brightest structures around it; the labeled training cases
+(the first ``budget`` of the datalist's ``training`` list) are listed with their brightness too, since a network
+trained on 2 cases learns their intensity relation. Spearman's rank correlation between brightness and the held - collapsed
 difference closes the table.
 
 Validation cases only: the test list is read once per run, for the protocol table, and never for a diagnosis.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from monai.transforms import NormalizeIntensity
 from scipy.stats import spearmanr
 
 from quality import collect_runs
@@ -50,10 +51,9 @@ def target_brightness(image: np.ndarray, label: np.ndarray) -> float:
     target = label > 0
     if not target.any() or target.all():
         raise ValueError("the label must mark some voxels as target and leave some outside it.")
-    std = float(image.std())
-    if std == 0:
+    if float(image.std()) == 0:
         raise ValueError("the image is constant.")
-    z = (image.astype(np.float64) - image.mean()) / std
+    z = np.asarray(NormalizeIntensity()(image.astype(np.float64)))  # the bundle's z-score over the whole volume
     rest = float(np.percentile(z[~target], 99.5))
     if rest <= 0:
         raise ValueError("nothing outside the target is brighter than the image mean.")
