@@ -10,8 +10,8 @@ row's runs are there, their mean Dice as a column of its own, outside both group
 the z-scored image elsewhere (z-scored over the whole volume by MONAI's ``NormalizeIntensity``, as in the
 bundle). About 1 means the target is as bright as the brightest structures around it; the labeled training cases
 (the first ``budget`` of the datalist's ``training`` list) are listed with their brightness too, since a network
-trained on 2 cases learns their intensity relation. Spearman's rank correlation between brightness and the held - collapsed
-difference closes the table.
+trained on 2 cases learns their intensity relation. Spearman's rank correlation between brightness and the held -
+collapsed difference closes the table.
 
 Validation cases only: the test list is read once per run, for the protocol table, and never for a diagnosis.
 
