@@ -60,12 +60,16 @@ def target_brightness(image: np.ndarray, label: np.ndarray) -> float:
     return float(np.median(z[target])) / rest
 
 
-def split_runs(runs: list[dict], collapse_below: float, reference: str) -> tuple[list[dict], list[dict]]:
-    """The records of ``collect_runs`` (with their ``row``) that carry per-case validation Dice, as (collapsed, held);
-    the ``reference`` row's runs are in neither."""
-    scored = [r for r in runs if r.get("val_cases") and r["row"] != reference]
-    collapsed = [r for r in scored if r["val_dice"] < collapse_below]
-    return collapsed, [r for r in scored if r["val_dice"] >= collapse_below]
+def split_runs(runs: list[dict], collapse_below: float, reference: str) -> dict[str, list[dict]]:
+    """The records of ``collect_runs`` (with their ``row``) that carry per-case validation Dice, as ``{"held",
+    "collapsed", "reference"}``: the ``reference`` row's runs, and the others by their mean validation Dice."""
+    scored = [r for r in runs if r.get("val_cases")]
+    others = [r for r in scored if r["row"] != reference]
+    return {
+        "held": [r for r in others if r["val_dice"] >= collapse_below],
+        "collapsed": [r for r in others if r["val_dice"] < collapse_below],
+        "reference": [r for r in scored if r["row"] == reference],
+    }
 
 
 def _brightness(entry: dict, root: Path) -> float:
@@ -143,21 +147,18 @@ def run_collapse_cases(
         raise FileNotFoundError(f"{datalist} is missing; pass phantom_dir, the dataset the runs were trained on.")
     lists = json.loads(datalist.read_text())
     runs = _protocol_runs(Path(output_dir), budget)
-    collapsed, held = split_runs(runs, collapse_below, reference)
-    reference_runs = [r for r in runs if r["row"] == reference and r.get("val_cases")]
-    if not collapsed or not held:
+    groups = split_runs(runs, collapse_below, reference)
+    if not groups["collapsed"] or not groups["held"]:
         raise ValueError(
-            f"{output_dir}: {len(collapsed)} collapsed and {len(held)} held runs at budget {budget} with validation "
-            f"cases; both groups are needed (change collapse_below)."
+            f"{output_dir}: {len(groups['collapsed'])} collapsed and {len(groups['held'])} held runs at budget "
+            f"{budget} with validation cases; both groups are needed (change collapse_below)."
         )
-    groups = {"held": held, "collapsed": collapsed, "reference": reference_runs}
     cases = sorted((_case_row(e, root, groups) for e in lists["validation"]), key=lambda c: -c["brightness"])
     rho = float(spearmanr([c["brightness"] for c in cases], [c["difference"] for c in cases]).statistic)
     result = {
-        "collapsed": [f"{r['row']} s{r['seed']}" for r in collapsed],
-        "held": [f"{r['row']} s{r['seed']}" for r in held],
+        **{group: [f"{r['row']} s{r['seed']}" for r in groups[group]] for group in ("collapsed", "held")},
         "reference": reference,
-        "reference_runs": [f"{r['row']} s{r['seed']}" for r in reference_runs],
+        "reference_runs": [f"{r['row']} s{r['seed']}" for r in groups["reference"]],
         "cases": cases,
         "labeled": {_case_name(e): _brightness(e, root) for e in lists["training"][:budget]},
         "spearman": rho,
