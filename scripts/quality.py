@@ -86,6 +86,7 @@ ROW_NAMES = {
     "supervised_intensity_augmented": "supervised only, with the same intensity augmentation",
     "fully_supervised+intensity_augmented": "fully supervised bound, with the intensity augmentation",
     "strong_contrastive": "full method, prototype contrast weight 0.3 (default 0.1)",
+    "copy_paste": "full method + bidirectional copy-paste of labeled and unlabeled crops (pseudo-labels without dropout)",
 }
 
 #: row names short enough for a figure's axis

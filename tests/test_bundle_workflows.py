@@ -114,6 +114,17 @@ def test_perturbed_student_overlay_trains_on_a_perturbed_copy_of_each_unlabeled_
     assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]
 
 
+def test_copy_paste_overlay_trains_on_labeled_unlabeled_mixes(tmp_path) -> None:
+    overlay = str(CONFIGS / "ablation" / "copy_paste.json")
+    train = ConfigWorkflow(config_file=[TRAIN, DEMO, overlay], workflow_type="train", output_dir=str(tmp_path), **TINY)
+    train.initialize()
+    trainer = train.parser.get_parsed_content("train#trainer")
+    assert trainer.objective.copy_paste is not None and trainer.objective.pseudo_label_pass == "no_dropout"
+    train.run()
+    assert trainer.state.iteration == TINY["iterations"]
+    assert trainer.state.output["copy_paste"] > 0 and trainer.state.output["weight_copy_paste"] >= 0
+
+
 def test_mean_teacher_overlay_teaches_from_an_averaged_copy_of_the_network(tmp_path) -> None:
     overlay = str(CONFIGS / "ablation" / "mean_teacher.json")
     train = ConfigWorkflow(config_file=[TRAIN, DEMO, overlay], workflow_type="train", output_dir=str(tmp_path), **TINY)

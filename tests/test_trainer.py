@@ -6,7 +6,12 @@ from ignite.engine import Events
 from monai.engines import IterationEvents
 
 from semiseg.engines import STUDENT_VIEW_KEY, DualNetworkObjective, NonFiniteLossError, SemiSupervisedTrainer
-from semiseg.losses import CrossPseudoSupervisionLoss, EntropyFilteredLoss, PrototypeContrastiveLoss
+from semiseg.losses import (
+    CopyPasteSupervision,
+    CrossPseudoSupervisionLoss,
+    EntropyFilteredLoss,
+    PrototypeContrastiveLoss,
+)
 
 from conftest import make_batches
 
@@ -187,3 +192,41 @@ def test_rank0_handlers_attach_in_the_process_of_rank_0_only(tiny_dual_net, monk
     trainer = make_trainer(tiny_dual_net, make_batches(1, 2), unlabeled, iterations=2, **handlers)
     trainer.run()
     assert calls == {"every": 2, "rank0": 2 if rank == 0 else 0}
+
+
+def test_copy_paste_mixes_run_in_the_training_forward_after_the_teaching_pass(tiny_dual_net) -> None:
+    labeled, unlabeled = make_batches(1, 2), make_batches(1, 2, labeled=False, seed=3)
+    objective = DualNetworkObjective(cross_pseudo=CrossPseudoSupervisionLoss(), copy_paste=CopyPasteSupervision(),
+                                     pseudo_label_pass="no_dropout")
+    trainer = make_trainer(tiny_dual_net, labeled, unlabeled, objective=objective, iterations=1)
+    forwards, branches = [], []
+    forward, forward_branches = tiny_dual_net.forward, tiny_dual_net.forward_branches
+    tiny_dual_net.forward = lambda x: forwards.append(x.clone()) or forward(x)
+    tiny_dual_net.forward_branches = lambda x: branches.append((len(forwards), x.clone())) or forward_branches(x)
+    branch_params = [*tiny_dual_net.branch_a.parameters(), *tiny_dual_net.branch_b.parameters()]
+    before = [p.detach().clone() for p in branch_params]
+    trainer.run()
+    assert branches[0][0] == 0 and torch.equal(branches[0][1], unlabeled[0]["image"])  # teacher first, clean crops
+    assert len(forwards) == 1 and forwards[0].shape[0] == 2 + 2 + 2  # labeled, unlabeled, mixes: one forward
+    assert torch.equal(forwards[0][:4], torch.cat([labeled[0]["image"], unlabeled[0]["image"]]))
+    mixes = forwards[0][4:]
+    from_labeled = (mixes == labeled[0]["image"]) & (mixes != unlabeled[0]["image"])
+    assert from_labeled.any() and (~from_labeled).any()  # each mix holds parts of both crops
+    out = trainer.state.output
+    assert out["copy_paste"] > 0 and "weight_copy_paste" in out
+    assert all(not torch.equal(a, b) for a, b in zip(before, branch_params))  # both branches trained
+
+
+def test_no_dropout_teaching_pass_with_batch_norm_trains(tiny_dual_net) -> None:
+    # the teaching pass restores the batch-norm running statistics in place; it runs before the training forward,
+    # so autograd never sees those buffers change after it used them
+    from semiseg.networks import DualNet, ResVNet, VNet
+
+    torch.manual_seed(0)
+    net = DualNet(VNet(in_channels=1, out_channels=2, n_filters=2, norm="batch", dropout=0.5),
+                  ResVNet(in_channels=1, out_channels=2, n_filters=2, norm="batch", dropout=0.5), feature_dim=4)
+    objective = DualNetworkObjective(cross_pseudo=CrossPseudoSupervisionLoss(), pseudo_label_pass="no_dropout")
+    trainer = make_trainer(net, make_batches(1, 2), make_batches(1, 2, labeled=False, seed=3), objective=objective,
+                           iterations=2)
+    trainer.run()
+    assert trainer.state.iteration == 2 and trainer.state.output["cps"] > 0

@@ -5,6 +5,7 @@ with Uncertainty-Guided Pseudo-Labeling", Knowledge-Based Systems 2025 (arXiv 25
 it in DESIGN.md:
 
     L = sum_k L_sup(z_k, y) + w_cr * L_cr + lambda(t) * (L_cps + L_ef + L_kl + L_cos) + lambda_c(t) * L_con
+        [+ lambda_p(t) * L_cp, the optional copy-paste term of Bai et al., CVPR 2023, off by default]
 
 Supervised terms use the labeled part of the batch, every other term the unlabeled part. Each term is an
 optional module: ``None`` switches it off (the ablation), and with every unlabeled term off the objective is plain
@@ -22,7 +23,13 @@ from monai.losses import DiceCELoss
 
 from semiseg.engines.pseudo_label_pass import PSEUDO_LABEL_PASSES
 from semiseg.engines.schedules import ConstantSchedule
-from semiseg.losses import PrototypeContrastiveLoss, ReliabilityEstimator, ReliabilityMasks
+from semiseg.losses import (
+    CopyPasteBatch,
+    CopyPasteSupervision,
+    PrototypeContrastiveLoss,
+    ReliabilityEstimator,
+    ReliabilityMasks,
+)
 from semiseg.losses.distributed import all_reduce_sum, global_batch
 
 __all__ = ["DualNetworkObjective", "TEACHER_MODES"]
@@ -60,6 +67,10 @@ class DualNetworkObjective(nn.Module):
             ``teacher_logits``; ``"mean_teacher"`` the same pass of the trainer's ``teacher_network`` (an
             exponential moving average of the network's weights). The students (the logits that get gradient) are the
             training forward either way.
+        copy_paste: copy-paste supervision on labeled/unlabeled mixes (``CopyPasteSupervision``) or None (default).
+            Its pseudo-labels come from the teaching pass, so it needs ``pseudo_label_pass`` "no_dropout" or
+            "mean_teacher"; ``SemiSupervisedTrainer`` makes the mixes and runs them in the training forward.
+        copy_paste_weight: schedule ``iteration -> lambda_p(t)`` of the copy-paste term, or a number.
 
     After each call with unlabeled items, ``masks`` holds the ``ReliabilityMasks`` of those items (None when no term
     reads them), so diagnostics reuse the objective's own masks instead of recomputing them.
@@ -85,8 +96,15 @@ class DualNetworkObjective(nn.Module):
         reliability: ReliabilityEstimator | None = None,
         teacher_mode: str = "symmetric",
         pseudo_label_pass: str = "train",
+        copy_paste: CopyPasteSupervision | None = None,
+        copy_paste_weight: Callable[[int], float] | float = 1.0,
     ) -> None:
         super().__init__()
+        if copy_paste is not None and pseudo_label_pass == "train":
+            raise ValueError(
+                "copy_paste needs the pseudo-labels of the clean unlabeled crops before the training forward: set "
+                "pseudo_label_pass='no_dropout' or 'mean_teacher'."
+            )
         if pseudo_label_pass not in PSEUDO_LABEL_PASSES:
             raise ValueError(f"pseudo_label_pass must be one of {PSEUDO_LABEL_PASSES}, got {pseudo_label_pass!r}.")
         if teacher_mode not in TEACHER_MODES:
@@ -110,11 +128,20 @@ class DualNetworkObjective(nn.Module):
         self.masks: ReliabilityMasks | None = None
         self.teacher_mode = teacher_mode
         self.pseudo_label_pass = pseudo_label_pass
+        self.copy_paste = copy_paste
+        self.copy_paste_weight = _as_schedule(copy_paste_weight)
 
     @property
     def uses_unlabeled(self) -> bool:
         """Whether any term learns from unlabeled volumes."""
-        terms = (self.cross_pseudo, self.entropy_filter, self.kl_uncertainty, self.consistency, self.contrastive_a)
+        terms = (
+            self.cross_pseudo,
+            self.entropy_filter,
+            self.kl_uncertainty,
+            self.consistency,
+            self.contrastive_a,
+            self.copy_paste,
+        )
         return any(t is not None for t in terms)
 
     @property
@@ -137,6 +164,7 @@ class DualNetworkObjective(nn.Module):
         label: torch.Tensor,
         iteration: int,
         teacher_logits: dict[str, torch.Tensor] | None = None,
+        copy_paste: tuple[dict[str, torch.Tensor], CopyPasteBatch] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute every active term and the weighted total.
 
@@ -148,14 +176,16 @@ class DualNetworkObjective(nn.Module):
             iteration: the trainer's iteration, read by the schedules.
             teacher_logits: with ``pseudo_label_pass="no_dropout"``, ``{"logits_a", "logits_b"}`` (B_u, C, *spatial)
                 of the unlabeled items from the teaching pass; ignored with ``"train"``.
+            copy_paste: with a copy-paste term, the training-mode output of ``DualNet`` on the mixed crops (the
+                ``logits_a``, ``logits_b`` entries are read) and the ``CopyPasteBatch`` they were made from.
 
         Returns:
             a dict of 0-dim tensors: ``loss`` (the total, to back-propagate), one entry per active term, and the
-            statistics ``weight_unlabeled``, ``weight_contrastive`` and, when reliability is computed,
+            statistics ``weight_unlabeled``, ``weight_contrastive`` (``weight_copy_paste`` with that term) and, when reliability is computed,
             ``percentile`` and ``reliable_fraction``.
         """
         with global_batch():
-            return self._terms(outputs, label, iteration, teacher_logits)
+            return self._terms(outputs, label, iteration, teacher_logits, copy_paste)
 
     def _terms(
         self,
@@ -163,6 +193,7 @@ class DualNetworkObjective(nn.Module):
         label: torch.Tensor,
         iteration: int,
         teacher_logits: dict[str, torch.Tensor] | None,
+        copy_paste: tuple[dict[str, torch.Tensor], CopyPasteBatch] | None,
     ) -> dict[str, torch.Tensor]:
         n_l = label.shape[0]
         self.masks = None
@@ -182,6 +213,18 @@ class DualNetworkObjective(nn.Module):
                 if name == "contrastive":
                     weight = weights["weight_contrastive"] = self.contrastive_weight(iteration)
                 total = total + weight * value
+            if self.copy_paste is not None:
+                if copy_paste is None:
+                    raise ValueError(
+                        "the objective has a copy-paste term: pass copy_paste=(the network's output on the mixes, "
+                        "the CopyPasteBatch from copy_paste.mix); SemiSupervisedTrainer does."
+                    )
+                mixed_outputs, mixed = copy_paste
+                weight = weights["weight_copy_paste"] = self.copy_paste_weight(iteration)
+                unlabeled_terms["copy_paste"] = self.copy_paste(
+                    mixed_outputs["logits_a"].float(), mixed_outputs["logits_b"].float(), mixed
+                )
+                total = total + weight * unlabeled_terms["copy_paste"]
             terms.update(unlabeled_terms)
             stats.update({k: torch.tensor(float(v), device=z_a.device) for k, v in weights.items()})
         return {"loss": total, **terms, **stats}

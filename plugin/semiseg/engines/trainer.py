@@ -261,19 +261,29 @@ class SemiSupervisedTrainer(Trainer):
                 "training forward itself; set pseudo_label_pass='no_dropout' so that the teacher sees the clean crop."
             )
         unlabeled_input = image_u if student_u is None else student_u  # the students' view of the unlabeled crops
-        inputs = image_l if image_u is None else torch.cat([image_l, unlabeled_input], dim=0)
 
         engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
-            outputs = engine.network(inputs)
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         teacher = None
         if image_u is not None and engine.objective.needs_teacher_pass:  # "no_dropout" or "mean_teacher"
             teaching = engine.network if engine.teacher_network is None else engine.teacher_network
             with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
                 teacher = no_dropout_logits(teaching, image_u)
-        terms = engine.objective(outputs, label_l, engine.state.iteration, teacher)
+        mixed = None  # copy-paste mixes of labeled and unlabeled crops, pseudo-labelled by the teaching pass
+        if teacher is not None and engine.objective.copy_paste is not None:
+            mixed = engine.objective.copy_paste.mix(image_l, label_l, image_u, teacher["logits_a"], teacher["logits_b"])
+        parts = [image_l, *(() if image_u is None else (unlabeled_input,)), *(() if mixed is None else (mixed.image,))]
+        inputs = torch.cat(parts, dim=0) if len(parts) > 1 else image_l
+
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
+            outputs = engine.network(inputs)  # one forward over all parts, so DDP sees one graph per step
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        copy_paste = None
+        if mixed is not None:
+            n = inputs.shape[0] - mixed.image.shape[0]
+            copy_paste = ({k: v[n:] for k, v in outputs.items()}, mixed)
+            outputs = {k: v[:n] for k, v in outputs.items()}
+        terms = engine.objective(outputs, label_l, engine.state.iteration, teacher, copy_paste)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         values = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
         _raise_if_not_finite(values, engine.state.iteration)

@@ -7,6 +7,7 @@ Every loss is a ``torch.nn.modules.loss._Loss`` taking logits (B, C, *spatial), 
 from __future__ import annotations
 
 from .consistency import CrossReliableSupervisionLoss, PredictionConsistencyLoss
+from .copy_paste import CopyPasteBatch, CopyPasteSupervision, cuboid_mask
 from .cross_pseudo import CrossPseudoSupervisionLoss
 from .entropy_filter import (
     EntropyFilteredLoss,
@@ -21,6 +22,8 @@ from .reliability import ReliabilityEstimator
 from .uncertainty import KLUncertaintyLoss
 
 __all__ = [
+    "CopyPasteBatch",
+    "CopyPasteSupervision",
     "CrossPseudoSupervisionLoss",
     "CrossReliableSupervisionLoss",
     "EntropyFilteredLoss",
@@ -32,5 +35,6 @@ __all__ = [
     "batch_percentile",
     "class_percentiles",
     "compute_reliability",
+    "cuboid_mask",
     "voxel_entropy",
 ]
