@@ -181,8 +181,8 @@ class DualNetworkObjective(nn.Module):
 
         Returns:
             a dict of 0-dim tensors: ``loss`` (the total, to back-propagate), one entry per active term, and the
-            statistics ``weight_unlabeled``, ``weight_contrastive`` (``weight_copy_paste`` with that term) and, when reliability is computed,
-            ``percentile`` and ``reliable_fraction``.
+            statistics ``weight_unlabeled``, ``weight_contrastive`` (``weight_copy_paste`` with that term) and,
+            when reliability is computed, ``percentile`` and ``reliable_fraction``.
         """
         with global_batch():
             return self._terms(outputs, label, iteration, teacher_logits, copy_paste)

@@ -43,9 +43,10 @@ class SemiSupervisedTrainer(Trainer):
 
     Each iteration takes the next labeled batch from ``train_data_loader`` (the engine's own data) and the next
     unlabeled batch from ``unlabeled_data_loader`` (cycled on its own, so the two streams need not have the same
-    length), runs the network once on both, and minimises the objective (see ``DualNetworkObjective``). When no term
-    of the objective learns from unlabeled volumes (the supervised baseline), the unlabeled stream is not drawn, so
-    the baseline sees labeled batches only (batch-norm statistics included) and costs no unlabeled forward.
+    length), runs the network once on both (and on the copy-paste mixes, with that term), and minimises the
+    objective (see ``DualNetworkObjective``). When no term of the objective learns from unlabeled volumes (the
+    supervised baseline), the unlabeled stream is not drawn, so the baseline sees labeled batches only (batch-norm
+    statistics included) and costs no unlabeled forward.
 
     The trainer owns the run length: training is counted in iterations, as the literature does, and the trainer
     resolves its total once (``total_iterations``, see ``RunLength``), which handlers read. When a tool asks for
@@ -66,6 +67,12 @@ class SemiSupervisedTrainer(Trainer):
     students learn to predict on the perturbed crop what the networks predict on the clean one (the weak-to-strong
     consistency of Sohn et al., "FixMatch", NeurIPS 2020; Yang et al., "Revisiting Weak-to-Strong Consistency in
     Semi-Supervised Semantic Segmentation", CVPR 2023).
+
+    The teaching pass, when the objective has one, runs before the training forward (it restores the batch-norm
+    running statistics in place, which must not happen after the training forward has used them). With a copy-paste
+    term (``DualNetworkObjective.copy_paste``) its pseudo-labels make the labeled/unlabeled mixes, and the mixes join
+    the labeled and unlabeled crops in the one training forward of the iteration (one graph per step, as
+    ``DistributedDataParallel`` expects).
 
     ``engine.state.output`` holds ``image``, ``label``, ``loss`` and every term and statistic of the objective as
     python floats, and ``terms``, the same numbers as one dict, so that ``StatsHandler`` or
@@ -249,7 +256,7 @@ class SemiSupervisedTrainer(Trainer):
         return augmentation_random_states(self.data_loader, self.unlabeled_data_loader)
 
     def _iteration(self, engine: SemiSupervisedTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """One iteration: L = sum_k L_sup + lambda(t) (L_cps + L_ef + L_kl + L_cos) + lambda_c(t) L_con."""
+        """One iteration: L = sum_k L_sup + lambda(t) (L_cps + L_ef + L_kl + L_cos) + lambda_c(t) L_con (+ L_cp)."""
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         image_l, label_l = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)

@@ -1,4 +1,4 @@
-"""Bidirectional copy-paste supervision: labeled crops pasted into unlabeled ones and back, each branch taught on the mix.
+"""Bidirectional copy-paste supervision: labeled crops pasted into unlabeled ones and back, both branches taught.
 
 Adapts Bai, Y., Chen, D., Li, Q., Shen, W., Wang, Y. (2023) "Bidirectional Copy-Paste for Semi-Supervised Medical
 Image Segmentation", CVPR 2023 (arXiv 2305.00673), to the dual-network method: a cuboid of one crop is pasted into
@@ -128,7 +128,9 @@ class CopyPasteSupervision(_Loss):
             raise ValueError(f"label_l must have shape {(image_l.shape[0], 1, *spatial)}, got {tuple(label_l.shape)}.")
         check_logits_pair(teacher_a, teacher_b, ("teacher_a", "teacher_b"))
         if teacher_a.shape[0] != image_u.shape[0] or tuple(teacher_a.shape[2:]) != spatial:
-            raise ValueError(f"teacher logits {tuple(teacher_a.shape)} do not match the unlabeled crops {tuple(image_u.shape)}.")
+            raise ValueError(
+                f"teacher logits {tuple(teacher_a.shape)} do not match the unlabeled crops {tuple(image_u.shape)}."
+            )
         n = min(image_l.shape[0], image_u.shape[0])
         masks = torch.stack([cuboid_mask(spatial, self.cuboid_ratio, image_u.device) for _ in range(n)])
         inward = (torch.arange(n, device=image_u.device) % 2 == 0).view(n, *([1] * (len(spatial) + 1)))
