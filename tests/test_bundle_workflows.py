@@ -114,9 +114,12 @@ def test_perturbed_student_overlay_trains_on_a_perturbed_copy_of_each_unlabeled_
     assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]
 
 
-def test_copy_paste_overlay_trains_on_labeled_unlabeled_mixes(tmp_path) -> None:
-    overlay = str(CONFIGS / "ablation" / "copy_paste.json")
-    train = ConfigWorkflow(config_file=[TRAIN, DEMO, overlay], workflow_type="train", output_dir=str(tmp_path), **TINY)
+@pytest.mark.parametrize("overlays", [["copy_paste"], ["intensity_augmented", "copy_paste"]])
+def test_copy_paste_overlay_trains_on_labeled_unlabeled_mixes(tmp_path, overlays: list[str]) -> None:
+    # with intensity augmentation the crops' MetaTensors carry per-item transform histories: the mixes must not
+    # carry them into the batch the trainer slices
+    extra = [str(CONFIGS / "ablation" / f"{name}.json") for name in overlays]
+    train = ConfigWorkflow(config_file=[TRAIN, DEMO, *extra], workflow_type="train", output_dir=str(tmp_path), **TINY)
     train.initialize()
     trainer = train.parser.get_parsed_content("train#trainer")
     assert trainer.objective.copy_paste is not None and trainer.objective.pseudo_label_pass == "no_dropout"

@@ -279,6 +279,8 @@ class SemiSupervisedTrainer(Trainer):
         if teacher is not None and engine.objective.copy_paste is not None:
             mixed = engine.objective.copy_paste.mix(image_l, label_l, image_u, teacher["logits_a"], teacher["logits_b"])
         parts = [image_l, *(() if image_u is None else (unlabeled_input,)), *(() if mixed is None else (mixed.image,))]
+        if mixed is not None:  # MetaTensors' per-item transform histories cannot follow the mixes: plain tensors
+            parts = [p.as_subclass(torch.Tensor) for p in parts]
         inputs = torch.cat(parts, dim=0) if len(parts) > 1 else image_l
 
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
