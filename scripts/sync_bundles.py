@@ -34,7 +34,10 @@ def derived_files(name: str) -> dict[Path, str]:
 
 
 def sync(check: bool = False) -> list[str]:
-    """Write the bundles' configs, or with ``check`` only list those that differ (exit status 1 when any does)."""
+    """Write the bundles' configs and remove the overlays the template no longer has.
+
+    With ``check``, only list the files that differ or are left over (exit status 1 when any is).
+    """
     stale = []
     for name in DATASETS:
         for path, text in derived_files(name).items():
@@ -44,6 +47,11 @@ def sync(check: bool = False) -> list[str]:
             if not check:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
+        orphans = set((REPO / "bundles" / name / "configs" / "ablation").glob("*.json")) - set(derived_files(name))
+        for path in sorted(orphans):  # an overlay the template no longer has
+            stale.append(str(path.relative_to(REPO)))
+            if not check:
+                path.unlink()
     if check and stale:
         print("out of sync with the Auto3DSeg template (run python scripts/sync_bundles.py):\n  " + "\n  ".join(stale))
         sys.exit(1)

@@ -22,6 +22,18 @@ def test_bundles_equal_the_template_filled_with_their_fixed_values() -> None:
             assert path.read_text() == text, f"{path} differs from the template: run python scripts/sync_bundles.py"
 
 
+def test_sync_writes_the_bundles_and_removes_overlays_the_template_dropped(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sync_bundles, "REPO", tmp_path)
+    written = sync_bundles.sync()
+    assert written and sync_bundles.sync(check=True) == []
+    orphan = tmp_path / "bundles" / "la" / "configs" / "ablation" / "dropped_overlay.json"
+    orphan.write_text("{}")
+    with pytest.raises(SystemExit):
+        sync_bundles.sync(check=True)
+    assert "bundles/la/configs/ablation/dropped_overlay.json" in capsys.readouterr().out and orphan.is_file()
+    assert sync_bundles.sync() == ["bundles/la/configs/ablation/dropped_overlay.json"] and not orphan.exists()
+
+
 def test_template_values_are_las_and_the_others_differ_only_in_their_fixed_values() -> None:
     template = REPO / "plugin" / "semiseg" / "auto3dseg" / "templates" / "dualnet" / "configs"
     la = sync_bundles.derived_files("la")
