@@ -6,9 +6,10 @@ of ``configs/ablation``, or its overlays in order for a row ``a+b``), so what is
 (``ALLOCATOR_ENV``, which changes no result); a run whose ``summary.json`` exists is not repeated, so an interrupted
 sweep continues. The test cases never choose a checkpoint: every run is evaluated at its last iteration.
 
-Each run directory holds ``run.json`` (row, label budget, seed and the overrides it ran with). The summary covers every
-run under ``output_dir`` that ran with the same overrides, so a table can be filled by several invocations (one row or
-one budget at a time) and runs made with other settings never mix into it.
+Each run directory holds ``run.json`` (row, label budget, seed, the overrides it ran with and a digest of its merged
+configs). The summary covers every run under ``output_dir`` that ran with the same overrides and its row's current
+configs, so a table can be filled by several invocations (one row or one budget at a time) and runs made with other
+settings, or before a default changed, never mix into it.
 
 Writes ``quality.md`` (mean +- std over seeds of the per-run mean Dice and HD95), ``quality.png`` (Dice against the
 number of labeled cases) and ``quality.json`` under ``output_dir``, and prints the table and one JSON line. Under a
@@ -33,16 +34,17 @@ per run, at its last iteration, for the table)::
         --parallel 2 --threads 1 --output_dir output/label_limited
 
 ``--reference`` pairs every row with another row than supervised-only, and ``--bound`` names the fully supervised row
-of the "gap closed" column; with intensity augmentation on both sides of the comparison::
+of the "gap closed" column; without intensity augmentation on either side of the comparison::
 
-    python scripts/benchmark.py quality --protocol label_limited --output_dir output/label_limited \\
-        --rows supervised_intensity_augmented,intensity_augmented,fully_supervised+intensity_augmented \\
-        --reference supervised_intensity_augmented --bound fully_supervised+intensity_augmented
+    python scripts/benchmark.py quality --protocol label_limited --output_dir output/label_limited --rows \\
+        supervised+no_intensity_augmentation,no_intensity_augmentation,fully_supervised+no_intensity_augmentation \\
+        --reference supervised+no_intensity_augmentation --bound fully_supervised+no_intensity_augmentation
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -66,7 +68,7 @@ ROW_NAMES = {
     "cps": "cross pseudo supervision",
     "cps_entropy": "+ entropy filter",
     "cps_entropy_kl": "+ KL uncertainty weighting",
-    "full": "full method (+ consistency, prototype contrast, cross-reliable)",
+    "full": "full method (+ consistency, prototype contrast, cross-reliable, copy-paste)",
     "fully_supervised": "fully supervised bound (all training cases labeled)",
     "weaker_teacher": "full method, weaker-branch teaching",
     "global_percentile": "full method, batch-wide entropy percentile (as DESIGN.md states it)",
@@ -78,15 +80,15 @@ ROW_NAMES = {
     "no_kl": "full method without KL uncertainty weighting",
     "filtered_terms_only": "full method without the terms that read every unlabeled voxel (CPS, KL, consistency)",
     "perturbed_student": "full method, students on intensity-perturbed unlabeled crops, teacher on the clean ones",
-    "no_dropout_teacher": "full method, pseudo-labels from a pass without dropout",
     "agreement_reliability": "full method, pseudo-labels trusted only where both networks are reliable and agree",
     "mean_teacher": "full method, pseudo-labels from an exponential moving average of the weights (mean teacher)",
-    "weight_one_no_dropout": "full method, unlabeled weight 1 (as the paper's loss) and pseudo-labels without dropout",
-    "intensity_augmented": "full method, intensity augmentation (gamma, bias field, scale, noise) of every crop",
-    "supervised_intensity_augmented": "supervised only, with the same intensity augmentation",
-    "fully_supervised+intensity_augmented": "fully supervised bound, with the intensity augmentation",
+    "weight_one_no_dropout": "full method, unlabeled weight 1 (as the paper's loss)",
     "strong_contrastive": "full method, prototype contrast weight 0.3 (default 0.1)",
-    "copy_paste": "full method + bidirectional copy-paste of labeled and unlabeled crops (pseudo-labels without dropout)",
+    "no_copy_paste": "full method without bidirectional copy-paste",
+    "no_intensity_augmentation": "full method without intensity augmentation",
+    "supervised+no_intensity_augmentation": "supervised only, without intensity augmentation",
+    "fully_supervised+no_intensity_augmentation": "fully supervised bound, without intensity augmentation",
+    "previous_defaults": "the defaults before copy-paste and augmentation (pseudo-labels from the training pass)",
 }
 
 #: row names short enough for a figure's axis
@@ -97,26 +99,45 @@ ROW_SHORT = {
     "cps_entropy_kl": "+ KL",
     "full": "full method",
     "fully_supervised": "all labeled",
-    "no_dropout_teacher": "no-dropout pseudo-labels",
     "agreement_reliability": "agreement required",
     "mean_teacher": "mean teacher",
     "filtered_terms_only": "filtered terms only",
     "perturbed_student": "perturbed student",
-    "intensity_augmented": "full, intensity aug.",
-    "supervised_intensity_augmented": "supervised, intensity aug.",
-    "fully_supervised+intensity_augmented": "all labeled, intensity aug.",
+    "no_copy_paste": "no copy-paste",
+    "no_intensity_augmentation": "no intensity aug.",
+    "supervised+no_intensity_augmentation": "supervised, no aug.",
+    "fully_supervised+no_intensity_augmentation": "all labeled, no aug.",
+    "previous_defaults": "previous defaults",
 }
 
 __all__ = [
-    "run_quality", "bundle_schedule", "case_swings", "collect_runs", "protocol_table", "overlays", "is_bound",
+    "run_quality", "bundle_schedule", "case_swings", "collect_runs", "protocol_table", "overlays", "run_configs",
+    "config_digest", "is_bound",
     "ALLOCATOR_ENV", "PROTOCOLS",
 ]  # fmt: skip
 
 
 def overlays(row: str) -> list[Path]:
     """The overlay files of a row, in the order they apply: ``a+b`` is ``ablation/a.json`` then ``ablation/b.json``
-    (e.g. ``fully_supervised+intensity_augmented``: every case labeled, then the augmentation list on top)."""
+    (e.g. ``fully_supervised+no_intensity_augmentation``: every case labeled, then the augmentation list emptied)."""
     return [BUNDLE / "configs" / "ablation" / f"{part}.json" for part in row.split("+")]
+
+
+def run_configs(row: str) -> list[Path]:
+    """The config files of a run of ``row``: the bundle's ``train.json`` and ``demo.json``, then the row's overlays."""
+    return [BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "demo.json", *overlays(row)]
+
+
+def config_digest(row: str) -> str:
+    """A digest of the configuration a run of ``row`` trains with: its config files merged as MONAI merges them.
+
+    ``run.json`` records it, so that a run made before a default or an overlay changed is neither reused nor mixed
+    into a table with runs of the current configuration (the plugin's code is not part of it).
+    """
+    from monai.bundle import ConfigParser
+
+    merged = ConfigParser.load_config_files([str(path) for path in run_configs(row)])
+    return hashlib.sha256(json.dumps(merged, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def is_bound(row: str) -> bool:
@@ -166,7 +187,7 @@ def _run_one(
     protocol: str | None = None,
 ) -> Path:
     summary = out / "summary.json"
-    settings = {"row": row, "budget": budget, "seed": seed, "overrides": _jsonable(extra)}
+    settings = {"row": row, "budget": budget, "seed": seed, "overrides": _jsonable(extra), "config": config_digest(row)}
     if protocol is not None:
         settings["protocol"] = protocol
     if summary.is_file() and _settings(out) == settings:
@@ -175,9 +196,10 @@ def _run_one(
         return summary
     if (out / "run.json").is_file() and _settings(out) != settings:
         raise RuntimeError(
-            f"{out} holds a run with other settings ({_settings(out)}); use another output_dir for {settings}."
+            f"{out} holds a run with other settings ({_settings(out)}); use another output_dir for {settings} "
+            "(a 'config' digest that differs: the bundle's configs or the row's overlays changed since that run)."
         )
-    configs = [BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "demo.json", *overlays(row)]
+    configs = run_configs(row)
     cmd = [
         sys.executable, "-m", "monai.bundle", "run",
         "--config_file", str([str(c) for c in configs]),
@@ -252,7 +274,8 @@ def _settings(run_dir: Path) -> dict | None:
 
 
 def collect_runs(output_dir: Path, overrides: dict) -> dict:
-    """Every finished run under ``output_dir`` made with ``overrides``: ``{row: {budget: [record, ...]}}``.
+    """Every finished run under ``output_dir`` made with ``overrides`` and its row's current configuration
+    (:func:`config_digest`): ``{row: {budget: [record, ...]}}``.
 
     Rows come in the order of ``ROWS`` (others after them), records in seed order; ``budget`` is None for the fully
     supervised row. A record is ``{"seed", "dice", "hd95"}`` read from the run's ``summary.json`` (MONAI's HD95),
@@ -264,7 +287,7 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
     for run_json in sorted(Path(output_dir).glob("*/run.json")):
         settings = json.loads(run_json.read_text())
         summary = run_json.parent / "summary.json"
-        if settings.get("overrides") != wanted or not summary.is_file():
+        if settings.get("overrides") != wanted or not summary.is_file() or not _current(settings):
             continue
         record = {"seed": settings["seed"], "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}
         validation = run_json.parent / "validation" / "summary.json"
@@ -280,6 +303,12 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
         for runs in per_budget.values():
             runs.sort(key=lambda r: r["seed"])
     return results
+
+
+def _current(settings: dict) -> bool:
+    """Whether a run was made with the current configuration of its row (its overlays exist and the digest matches)."""
+    row = settings["row"]
+    return all(path.is_file() for path in overlays(row)) and settings.get("config") == config_digest(row)
 
 
 def _case_dice(metrics_csv: Path) -> dict[str, float]:
@@ -360,8 +389,9 @@ def protocol_table(
 
     One block per label budget. A row's paired difference uses the seeds it shares with the reference row: mean
     difference, its standard error (sample std / sqrt(n)), wins out of n, and the fraction of the reference to
-    ``bound`` gap that the row closes (pair an augmented reference with an augmented bound, e.g.
-    ``fully_supervised+intensity_augmented``). Choices are to be made on the validation columns only.
+    ``bound`` gap that the row closes (pair a reference and a bound trained alike, e.g.
+    ``supervised+no_intensity_augmentation`` with ``fully_supervised+no_intensity_augmentation``). Choices are to be
+    made on the validation columns only.
     """
     full = {r["seed"]: r for r in (results.get(bound) or {}).get(None, [])}
     lines = []
@@ -534,9 +564,9 @@ def run_quality(
             set, each run also scored on the validation list after training, and the paired table of
             :func:`protocol_table` (``quality_<protocol>.md``) and figure of :func:`_paired_plot`.
         reference: the row every other row is paired with, seed by seed, in the protocol's table and case figure
-            (e.g. ``supervised_intensity_augmented`` to ask what the unlabeled terms add to an augmented baseline).
+            (e.g. ``supervised+no_intensity_augmentation`` to ask what the unlabeled terms add without augmentation).
         bound: the fully supervised row whose gap to the reference the table's "gap closed" column divides by
-            (e.g. ``fully_supervised+intensity_augmented`` beside an augmented reference).
+            (e.g. ``fully_supervised+no_intensity_augmentation`` beside a reference without augmentation).
         overrides: further ``--key value`` overrides for every run.
     """
     if protocol is not None and protocol not in PROTOCOLS:

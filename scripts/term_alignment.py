@@ -16,10 +16,11 @@ of the unlabeled volumes. For each term it reports
 It also reports how good the pseudo-labels are where the objective's reliability masks send them: the accuracy of
 the fused pseudo-label on reliable and on uncertain voxels, and its foreground precision on each (uncertain voxels
 are the anchors of the prototype contrast). These come from three passes over the same unlabeled crops, so that
-dropout noise and network error can be told apart: the training-mode forward (dropout on, what the default
-objective teaches from; no suffix), the pass without dropout of ``pseudo_label_pass="no_dropout"``
-(``_no_dropout``: normalisation as in training) and the eval-mode forward (``_eval``: no dropout, batch norm on its
-running statistics; the same as ``_no_dropout`` with instance norm).
+dropout noise and network error can be told apart: the training-mode forward (dropout on, what
+``pseudo_label_pass="train"`` teaches from; no suffix), the pass without dropout of ``pseudo_label_pass="no_dropout"``
+(``_no_dropout``, the default: normalisation as in training) and the eval-mode forward (``_eval``: no dropout, batch
+norm on its running statistics; the same as ``_no_dropout`` with instance norm). The copy-paste term (on by default)
+is computed on the mixes of the batch's labeled and unlabeled crops, as the trainer makes them.
 
 Usage (from the repository root)::
 
@@ -164,9 +165,16 @@ def run_alignment(
         volumes = [hidden[(b * n_u + j) % len(hidden)] for j in range(n_u)]
         image_l, label = _batch(pairs, transform)
         image_u, truth = _batch(volumes, transform)
-        outputs = network(torch.cat([image_l, image_u]))
         teacher = no_dropout_logits(network, image_u)
-        terms = objective(outputs, label, iteration, teacher if objective.needs_teacher_pass else None)
+        mixed = None  # the copy-paste term's mixes of these crops, as SemiSupervisedTrainer makes them
+        if objective.copy_paste is not None:
+            mixed = objective.copy_paste.mix(image_l, label, image_u, teacher["logits_a"], teacher["logits_b"])
+        outputs = network(torch.cat([image_l, image_u, *(() if mixed is None else (mixed.image,))]))
+        copy_paste = None
+        if mixed is not None:
+            copy_paste = ({k: v[n_l + n_u :] for k, v in outputs.items()}, mixed)
+            outputs = {k: v[: n_l + n_u] for k, v in outputs.items()}
+        terms = objective(outputs, label, iteration, teacher if objective.needs_teacher_pass else None, copy_paste)
         u_a, u_b = outputs["logits_a"][n_l:].float(), outputs["logits_b"][n_l:].float()
         oracle = F.cross_entropy(u_a, truth[:, 0]) + F.cross_entropy(u_b, truth[:, 0])
         params = [p for p in network.parameters() if p.requires_grad]

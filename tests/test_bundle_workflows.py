@@ -114,18 +114,32 @@ def test_perturbed_student_overlay_trains_on_a_perturbed_copy_of_each_unlabeled_
     assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]
 
 
-@pytest.mark.parametrize("overlays", [["copy_paste"], ["intensity_augmented", "copy_paste"]])
-def test_copy_paste_overlay_trains_on_labeled_unlabeled_mixes(tmp_path, overlays: list[str]) -> None:
-    # with intensity augmentation the crops' MetaTensors carry per-item transform histories: the mixes must not
-    # carry them into the batch the trainer slices
-    extra = [str(CONFIGS / "ablation" / f"{name}.json") for name in overlays]
-    train = ConfigWorkflow(config_file=[TRAIN, DEMO, *extra], workflow_type="train", output_dir=str(tmp_path), **TINY)
+@pytest.mark.parametrize("overlay", ["full", "no_intensity_augmentation"])
+def test_defaults_train_on_labeled_unlabeled_mixes(tmp_path, overlay: str) -> None:
+    # with intensity augmentation (the default) the crops' MetaTensors carry per-item transform histories: the mixes
+    # must not carry them into the batch the trainer slices
+    extra = str(CONFIGS / "ablation" / f"{overlay}.json")
+    train = ConfigWorkflow(config_file=[TRAIN, DEMO, extra], workflow_type="train", output_dir=str(tmp_path), **TINY)
     train.initialize()
     trainer = train.parser.get_parsed_content("train#trainer")
     assert trainer.objective.copy_paste is not None and trainer.objective.pseudo_label_pass == "no_dropout"
+    assert len(train.parser.get_parsed_content("intensity_augmentation")) == (4 if overlay == "full" else 0)
     train.run()
     assert trainer.state.iteration == TINY["iterations"]
     assert trainer.state.output["copy_paste"] > 0 and trainer.state.output["weight_copy_paste"] >= 0
+
+
+@pytest.mark.parametrize("overlay", ["no_copy_paste", "previous_defaults"])
+def test_overlays_without_copy_paste_train_without_mixes(tmp_path, overlay: str) -> None:
+    extra = str(CONFIGS / "ablation" / f"{overlay}.json")
+    train = ConfigWorkflow(config_file=[TRAIN, DEMO, extra], workflow_type="train", output_dir=str(tmp_path), **TINY)
+    train.initialize()
+    trainer = train.parser.get_parsed_content("train#trainer")
+    assert trainer.objective.copy_paste is None and trainer.objective.uses_unlabeled
+    expected_pass = "train" if overlay == "previous_defaults" else "no_dropout"
+    assert trainer.objective.pseudo_label_pass == expected_pass
+    train.run()
+    assert trainer.state.iteration == TINY["iterations"] and "copy_paste" not in trainer.state.output
 
 
 def test_mean_teacher_overlay_teaches_from_an_averaged_copy_of_the_network(tmp_path) -> None:
@@ -152,7 +166,7 @@ def _values_outside(crop: torch.Tensor, volume: torch.Tensor) -> float:
     return 1.0 - torch.isin(crop.flatten(), volume.flatten()).float().mean().item()
 
 
-@pytest.mark.parametrize("overlay", ["full", "intensity_augmented"])
+@pytest.mark.parametrize("overlay", ["full", "no_intensity_augmentation"])
 def test_intensity_augmentation_perturbs_labeled_and_unlabeled_crops_only_when_set(tmp_path, overlay: str) -> None:
     config = [TRAIN, DEMO, str(CONFIGS / "ablation" / f"{overlay}.json")]
     train = ConfigWorkflow(config_file=config, workflow_type="train", output_dir=str(tmp_path), **TINY)
@@ -163,16 +177,17 @@ def test_intensity_augmentation_perturbs_labeled_and_unlabeled_crops_only_when_s
         volume = deterministic(dict(parse(dataset).data[0]))
         crop = parse(dataset)[0]
         outside = _values_outside(crop["image"], volume["image"])
-        assert (outside > 0.5) if overlay == "intensity_augmented" else (outside == 0.0), (dataset, outside)
+        assert (outside > 0.5) if overlay == "full" else (outside == 0.0), (dataset, outside)
         if "label" in crop:  # the label is cropped, never perturbed
             assert _values_outside(crop["label"], volume["label"]) == 0.0
 
 
-def test_supervised_intensity_augmented_overlay_trains_without_unlabeled_terms(tmp_path) -> None:
-    overlay = str(CONFIGS / "ablation" / "supervised_intensity_augmented.json")
+def test_supervised_overlay_trains_with_the_augmentation_and_without_unlabeled_terms(tmp_path) -> None:
+    overlay = str(CONFIGS / "ablation" / "supervised.json")
     train = ConfigWorkflow(config_file=[TRAIN, DEMO, overlay], workflow_type="train", output_dir=str(tmp_path), **TINY)
     train.initialize()
-    assert not train.parser.get_parsed_content("loss").uses_unlabeled
+    objective = train.parser.get_parsed_content("loss")
+    assert not objective.uses_unlabeled and objective.copy_paste is None and not objective.needs_teacher_pass
     assert len(train.parser.get_parsed_content("intensity_augmentation")) == 4
     train.run()
     assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import collapse_cases
+from quality import config_digest
 
 
 def _volume(target_value: float, pool_value: float) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +50,8 @@ def _write_case(root: Path, name: str, target: float, pool: float) -> dict:
 def _write_run(root: Path, row: str, seed: int, cases: dict[str, float], overrides: dict) -> None:
     run = root / f"{row}_l2_s{seed}"
     (run / "validation").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"row": row, "budget": 2, "seed": seed, "overrides": overrides}))
+    settings = {"row": row, "budget": 2, "seed": seed, "overrides": overrides, "config": config_digest(row)}
+    (run / "run.json").write_text(json.dumps(settings))
     metrics = {"dice_target": {"mean": 0.5}, "hd95_monai_mm_target": {"mean": 1.0}}
     (run / "summary.json").write_text(json.dumps({"metrics": metrics}))
     val = {"dice_target": {"mean": float(np.mean(list(cases.values())))}, "hd95_monai_mm_target": {"mean": 1.0}}

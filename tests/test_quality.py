@@ -35,12 +35,13 @@ def test_bad_arguments() -> None:
         quality.run_quality(rows="full", parallel=0)
 
 
-def _fake_run(root: Path, name: str, row: str, budget: int | None, seed: int, overrides: dict, dice: float) -> None:
+def _fake_run(
+    root: Path, name: str, row: str, budget: int | None, seed: int, overrides: dict, dice: float, config: str = ""
+) -> None:
     run_dir = root / name
     run_dir.mkdir()
-    (run_dir / "run.json").write_text(
-        json.dumps({"row": row, "budget": budget, "seed": seed, "overrides": overrides})
-    )
+    settings = {"row": row, "budget": budget, "seed": seed, "overrides": overrides}
+    (run_dir / "run.json").write_text(json.dumps({**settings, "config": config or quality.config_digest(row)}))
     metrics = {"dice_left_atrium": {"mean": dice}, "hd95_left_atrium": {"mean": 10.0 * seed}}
     (run_dir / "summary.json").write_text(json.dumps({"metrics": metrics}))
 
@@ -68,6 +69,21 @@ def test_a_run_directory_is_not_reused_for_other_settings(tmp_path: Path) -> Non
     _fake_run(tmp_path, "full_l4_s0", "full", 4, 0, {"iterations": 10}, 0.1)
     with pytest.raises(RuntimeError, match="other settings"):
         quality._run_one(tmp_path / "full_l4_s0", "full", 4, 0, tmp_path, 1, {})
+
+
+def test_runs_of_an_earlier_configuration_are_neither_reused_nor_tabled(tmp_path: Path) -> None:
+    # a run made before a default or the row's overlay changed (another digest of the merged configs)
+    _fake_run(tmp_path, "full_l4_s0", "full", 4, 0, {}, 0.1, config="0123456789ab")
+    _fake_run(tmp_path, "supervised_l4_s0", "supervised", 4, 0, {}, 0.6)
+    _fake_run(tmp_path, "gone_l4_s0", "supervised", 4, 1, {}, 0.6)
+    settings = json.loads((tmp_path / "gone_l4_s0" / "run.json").read_text())
+    (tmp_path / "gone_l4_s0" / "run.json").write_text(json.dumps({**settings, "row": "dropped_overlay"}))
+    assert list(quality.collect_runs(tmp_path, {})) == ["supervised"]
+    with pytest.raises(RuntimeError, match="digest that differs"):
+        quality._run_one(tmp_path / "full_l4_s0", "full", 4, 0, tmp_path, 1, {})
+    # the digest follows the merged content: the defaults differ from a row that switches terms off
+    assert quality.config_digest("full") != quality.config_digest("no_copy_paste")
+    assert quality.config_digest("full") == quality.config_digest("full")
 
 
 def test_runs_get_the_allocator_settings_and_keep_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,13 +131,15 @@ def _same_on_both_splits(values: list[tuple[int, float]]) -> list[dict]:
 def test_protocol_table_pairs_with_another_reference_row() -> None:
     results = {
         "supervised": {2: _same_on_both_splits([(0, 0.50), (1, 0.50)])},
-        "supervised_intensity_augmented": {2: _same_on_both_splits([(0, 0.70), (1, 0.72)])},
-        "intensity_augmented": {2: _same_on_both_splits([(0, 0.75), (1, 0.73)])},
+        "supervised+no_intensity_augmentation": {2: _same_on_both_splits([(0, 0.70), (1, 0.72)])},
+        "no_intensity_augmentation": {2: _same_on_both_splits([(0, 0.75), (1, 0.73)])},
     }
-    table = quality.protocol_table(results, [2], reference="supervised_intensity_augmented")
-    assert "paired against supervised only, with the same intensity augmentation" in table
-    augmented = next(line for line in table.splitlines() if line.startswith("| full method, intensity") and "| test |" in line)
-    assert "| +0.030 +- 0.020 | 2/2 |" in augmented  # 0.05 and 0.01 over the augmented baseline
+    table = quality.protocol_table(results, [2], reference="supervised+no_intensity_augmentation")
+    assert "paired against supervised only, without intensity augmentation" in table
+    row = next(
+        line for line in table.splitlines() if line.startswith("| full method without intensity") and "| test |" in line
+    )
+    assert "| +0.030 +- 0.020 | 2/2 |" in row  # 0.05 and 0.01 over the reference
     baseline = next(line for line in table.splitlines() if line.startswith("| supervised only (both") and "| test |" in line)
     assert "| -0.210 +- 0.010 | 0/2 |" in baseline
     with pytest.raises(ValueError, match="unknown: \\['no_such_row'\\]"):
@@ -167,7 +185,8 @@ def test_case_swings_pair_each_validation_case_with_the_reference_of_its_seed(tm
     assert full["rest_mean"] == pytest.approx(0.05)
     assert full["diffs"][0] == pytest.approx([0.4, -0.3, 0.05])
     table = quality.protocol_table(results, [2])
-    assert "| full method (+ consistency, prototype contrast, cross-reliable) | 3 | 1 | 1 | +0.050 |" in table
+    full_name = "full method (+ consistency, prototype contrast, cross-reliable, copy-paste)"
+    assert f"| {full_name} | 3 | 1 | 1 | +0.050 |" in table
     png = tmp_path / "cases.png"
     quality._case_plot(swings, png, "title")
     assert png.read_bytes().startswith(b"\x89PNG")
@@ -219,40 +238,43 @@ def test_a_row_of_several_overlays_applies_them_in_order(tmp_path: Path, monkeyp
         return type("Done", (), {"returncode": 0})()
 
     monkeypatch.setattr(quality.subprocess, "run", fake_subprocess_run)
-    row = "fully_supervised+intensity_augmented"
+    row = "fully_supervised+no_intensity_augmentation"
     quality._run_one(tmp_path / "run", row, None, 0, tmp_path / "phantoms", threads=1, extra={})
     configs = ast.literal_eval(commands[0][commands[0].index("--config_file") + 1])
     ablation = quality.BUNDLE / "configs" / "ablation"
-    assert configs[-2:] == [str(ablation / "fully_supervised.json"), str(ablation / "intensity_augmented.json")]
-    assert quality.is_bound(row) and not quality.is_bound("intensity_augmented")
+    assert configs[-2:] == [str(ablation / "fully_supervised.json"), str(ablation / "no_intensity_augmentation.json")]
+    assert quality.is_bound(row) and not quality.is_bound("no_intensity_augmentation")
 
-    # what the bundle makes of that order: every case labeled, no unlabeled term, and the augmentation list
+    # what the bundle makes of that order: every case labeled, no unlabeled term, and the augmentation list emptied
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([str(quality.BUNDLE / "configs" / n) for n in ("train.json", "demo.json")] + configs[-2:])
-    assert parser["num_labeled"] is None and parser["loss#cross_pseudo"] is None
-    assert [t["_target_"] for t in parser["intensity_augmentation"]][:2] == ["RandAdjustContrastd", "RandBiasFieldd"]
+    assert parser["num_labeled"] is None and parser["loss#cross_pseudo"] is None and parser["loss#copy_paste"] is None
+    assert parser["intensity_augmentation"] == []
+    defaults = ConfigParser()
+    defaults.read_config([str(quality.BUNDLE / "configs" / "train.json")])
+    assert [t["_target_"] for t in defaults["intensity_augmentation"]][:2] == ["RandAdjustContrastd", "RandBiasFieldd"]
     with pytest.raises(ValueError, match="unknown: \\['full\\+no_such_row'\\]"):
         quality.run_quality(rows="full+no_such_row")
 
 
 def test_gap_closed_divides_by_the_bound_named() -> None:
     results = {
-        "supervised_intensity_augmented": {2: _same_on_both_splits([(0, 0.70), (1, 0.70)])},
-        "intensity_augmented": {2: _same_on_both_splits([(0, 0.75), (1, 0.75)])},
+        "supervised+no_intensity_augmentation": {2: _same_on_both_splits([(0, 0.70), (1, 0.70)])},
+        "no_intensity_augmentation": {2: _same_on_both_splits([(0, 0.75), (1, 0.75)])},
         "fully_supervised": {None: _same_on_both_splits([(0, 0.80), (1, 0.80)])},
-        "fully_supervised+intensity_augmented": {None: _same_on_both_splits([(0, 0.95), (1, 0.95)])},
+        "fully_supervised+no_intensity_augmentation": {None: _same_on_both_splits([(0, 0.95), (1, 0.95)])},
     }
-    reference = "supervised_intensity_augmented"
+    reference = "supervised+no_intensity_augmentation"
     rows = {
         bound: next(
             line for line in quality.protocol_table(results, [2], reference, bound).splitlines()
-            if line.startswith("| full method, intensity") and "| test |" in line
+            if line.startswith("| full method without intensity") and "| test |" in line
         )
-        for bound in ("fully_supervised", "fully_supervised+intensity_augmented")
+        for bound in ("fully_supervised", "fully_supervised+no_intensity_augmentation")
     }  # fmt: skip
     assert rows["fully_supervised"].endswith("| 50% |")  # 0.05 of the 0.10 to the plain bound
-    assert rows["fully_supervised+intensity_augmented"].endswith("| 20% |")  # 0.05 of 0.25
-    table = quality.protocol_table(results, [2], reference, "fully_supervised+intensity_augmented")
-    assert "| fully supervised bound, with the intensity augmentation | test |" in table
+    assert rows["fully_supervised+no_intensity_augmentation"].endswith("| 20% |")  # 0.05 of 0.25
+    table = quality.protocol_table(results, [2], reference, "fully_supervised+no_intensity_augmentation")
+    assert "| fully supervised bound, without intensity augmentation | test |" in table

@@ -51,7 +51,7 @@ def test_alignment_reports_every_active_term(tiny_run, capsys):
     result = alignment.run_alignment(str(out / "models" / "model.pt"), overrides=overrides, batches=2)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     figures = {f["name"]: f["value"] for f in result["figures"]}
-    for term in ("cps", "entropy_filter", "kl", "consistency"):
+    for term in ("cps", "entropy_filter", "kl", "consistency", "copy_paste"):
         assert -1.0 <= figures[f"cos_{term}_vs_oracle"] <= 1.0
         assert figures[f"norm_ratio_{term}_vs_oracle"] > 0.0
     assert not any(name.startswith(("cos_sup", "cos_cross_reliable", "cos_weight")) for name in figures)
@@ -104,12 +104,13 @@ def test_alignment_of_a_term_with_the_oracle_itself_is_one(tiny_run, monkeypatch
     assert figures["cos_cps_vs_oracle"] < 1.0 - 1e-3
 
 
-def test_alignment_of_a_run_with_pseudo_labels_without_dropout(tiny_run):
+def test_alignment_of_a_run_with_pseudo_labels_from_the_training_pass(tiny_run):
     out, overrides = tiny_run
-    configs = [alignment.BUNDLE / "configs" / n for n in ("train.json", "demo.json", "ablation/no_dropout_teacher.json")]
+    configs = [alignment.BUNDLE / "configs" / n for n in ("train.json", "demo.json", "ablation/previous_defaults.json")]
     result = alignment.run_alignment(str(out / "models" / "model.pt"), config_file=configs, overrides=overrides, batches=1)
     figures = {f["name"]: f["value"] for f in result["figures"]}
     assert -1.0 <= figures["cos_cps_vs_oracle"] <= 1.0 and -1.0 <= figures["cos_kl_vs_oracle"] <= 1.0
+    assert "cos_copy_paste_vs_oracle" not in figures
 
 
 def test_pseudo_label_quality_counts():

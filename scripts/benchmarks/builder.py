@@ -4,7 +4,8 @@
 ``ablation/supervised.json``) with ``monai.bundle.ConfigParser`` and applies overrides; :func:`build_method` takes
 the bundle's ``network``, ``objective`` and ``optimizer`` from it. So a benchmark of "the bundle's method" times the
 objective of ``train.json`` (class-balanced reliability, cross-reliable supervision, ramp-up weights...), not a copy
-written here. The benchmark flags map onto the bundle's ids with :func:`method_overrides`.
+written here; its dual-network step, without the copy-paste term (:data:`PLAIN_STEP_OVERRIDES`). The benchmark
+flags map onto the bundle's ids with :func:`method_overrides`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .options import step_arguments
 __all__ = [
     "LA_BUNDLE",
     "NO_CONTRASTIVE_OVERLAY",
+    "PLAIN_STEP_OVERRIDES",
     "REPO_ROOT",
     "SUPERVISED_OVERLAY",
     "BundleMethod",
@@ -51,6 +53,14 @@ SUPERVISED_OVERLAY = "ablation/supervised.json"
 
 NO_CONTRASTIVE_OVERLAY = "ablation/no_contrastive.json"
 """The bundle's method without the prototype contrast."""
+
+PLAIN_STEP_OVERRIDES: dict[str, Any] = {"pseudo_label_pass": "train", "loss#copy_paste": None}
+"""What the timed step leaves out of the bundle's defaults: the teaching pass without dropout and the copy-paste mixes.
+
+The loops here make one forward of the labeled and unlabeled crops, as the objective's terms need; the default
+copy-paste term also needs a no-gradient teaching pass and a forward of the mixed crops, which only
+``SemiSupervisedTrainer`` assembles. The figures are those of the dual-network step itself.
+"""
 
 
 def bundle_setting(key: str, bundle: Path = LA_BUNDLE) -> Any:
@@ -161,7 +171,8 @@ def build_objective(
 def _method_parser(
     device: torch.device, overrides: Mapping[str, Any] | None, overlays: Sequence[str]
 ) -> ConfigParser:
-    return bundle_parser({"device": f"$torch.device('{device}')", **(overrides or {})}, overlays)
+    device_id = {"device": f"$torch.device('{device}')"}
+    return bundle_parser({**device_id, **PLAIN_STEP_OVERRIDES, **(overrides or {})}, overlays)
 
 
 def make_batch(batch_size: int, patch: Sequence[int], labeled: bool = True) -> dict[str, torch.Tensor]:
