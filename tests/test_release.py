@@ -1,12 +1,16 @@
-"""Tests of the ``--src`` rule shared by the preparation scripts (semiseg.data.release.find_release_folder)."""
+"""Tests of semiseg.data.release: the ``--src`` rule shared by the preparation scripts (``find_release_folder``) and
+the atomic writes of volumes and datalists."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
-from semiseg.data.release import find_release_folder
+from semiseg.data import release
+from semiseg.data.release import find_release_folder, save_volume, write_datalist
 
 
 def _holds_case(folder: Path) -> bool:
@@ -53,3 +57,27 @@ def test_errors_name_the_folder_and_the_rule(tmp_path: Path) -> None:
         "none of the 2 listed cases is here; --src should be the release folder such as 'Release' or the folder "
         f"holding it, and neither {tmp_path / 'empty'} nor a folder inside it holds a listed case"
     )
+
+
+def test_a_volume_write_that_fails_leaves_the_previous_file_whole(tmp_path: Path, monkeypatch) -> None:
+    path = save_volume(np.ones((4, 5, 6), dtype=np.float32), tmp_path / "case.nii.gz")
+
+    def crash_half_way(image: nib.Nifti1Image, filename: str) -> None:
+        Path(filename).write_bytes(b"\x1f\x8b half a gzip stream")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(release.nib, "save", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_volume(np.zeros((4, 5, 6), dtype=np.float32), path)
+    assert np.asarray(nib.load(path).dataobj).min() == 1.0  # the first volume, readable
+    assert [p.name for p in tmp_path.iterdir()] == ["case.nii.gz"]  # no temporary file left
+
+
+def test_datalist_is_replaced_whole(tmp_path: Path, monkeypatch) -> None:
+    entry = {"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}
+    path = write_datalist(tmp_path, training=[entry])
+    first = path.read_text()
+    monkeypatch.setattr(release.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError("interrupted")))
+    with pytest.raises(OSError, match="interrupted"):
+        write_datalist(tmp_path, training=[entry, entry])
+    assert path.read_text() == first and [p.name for p in tmp_path.iterdir()] == ["datalist.json"]

@@ -44,7 +44,7 @@ from scipy import ndimage
 
 from semiseg.arguments import check_int, is_integer, is_number
 
-from .release import save_volume, write_datalist
+from .release import save_volume, write_datalist, write_text_atomically
 
 __all__ = ["PHANTOM_KINDS", "default_phantom_geometry", "make_phantom", "phantom_case_seed", "write_phantom_dataset"]
 
@@ -247,7 +247,7 @@ def write_phantom_dataset(
     )
     files = [e[k] for split in ("train", "test", "validation") for e in entries[split] for k in ("image", "label")]
     manifest = {"arguments": arguments, "files": files}
-    (out / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text_atomically(out / _MANIFEST, json.dumps(manifest, indent=2) + "\n")
     logger.info("wrote %d phantom cases to %s in %.1f s", total, out, time.perf_counter() - start)
     return datalist_path
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +18,7 @@ __all__ = [
     "read_case_list",
     "save_volume",
     "write_datalist",
+    "write_text_atomically",
 ]
 
 
@@ -87,6 +90,30 @@ def find_release_folder(
     )
 
 
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffixes) that replaces ``path`` when the block completes.
+
+    A reader never sees a part-written file, also while another process writes the same one (each rank under
+    torchrun writes the demo's phantoms); a write that fails leaves the previous file as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{os.getpid()}.{path.name}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file that replaces it (see :func:`save_volume`)."""
+    path = Path(path)
+    with _replacing(path) as temporary:
+        temporary.write_text(text)
+    return path
+
+
 def save_volume(
     array: np.ndarray, path: str | Path, spacing: Sequence[float] = (1.0, 1.0, 1.0), affine: np.ndarray | None = None
 ) -> Path:
@@ -97,6 +124,8 @@ def save_volume(
         path: output file; parent folders are created.
         spacing: voxel size in mm along X, Y, Z, used when ``affine`` is None.
         affine: 4x4 voxel-to-world matrix (RAS, as nibabel uses it).
+
+    The file appears whole or not at all: it is written beside ``path`` and then moved over it.
     """
     if array.ndim != 3:
         raise ValueError(f"expected a 3D volume for {path}, got shape {array.shape}")
@@ -106,10 +135,10 @@ def save_volume(
         affine = np.diag([float(s) for s in spacing] + [1.0])
     dtype = np.uint8 if np.issubdtype(array.dtype, np.integer) or array.dtype == bool else np.float32
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.asarray(affine, dtype=np.float64))
     image.header.set_xyzt_units("mm")
-    nib.save(image, str(path))
+    with _replacing(path) as temporary:
+        nib.save(image, str(temporary))
     return path
 
 
@@ -139,9 +168,7 @@ def write_datalist(
         content["unlabeled"] = list(unlabeled)
     if test:
         content["test"] = list(test)
-    out = dst / "datalist.json"
-    out.write_text(json.dumps(content, indent=2) + "\n")
-    return out
+    return write_text_atomically(dst / "datalist.json", json.dumps(content, indent=2) + "\n")
 
 
 def find_missing_cases(
