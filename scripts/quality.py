@@ -283,11 +283,17 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
     ``"val_cases"`` (``{case: Dice}``, from ``<run>/validation/metrics.csv``) where that file exists.
     """
     wanted = _jsonable(overrides)
+    digests: dict[str, str | None] = {}  # row -> its current config digest, merged once per row
     found: dict = {}
     for run_json in sorted(Path(output_dir).glob("*/run.json")):
         settings = json.loads(run_json.read_text())
         summary = run_json.parent / "summary.json"
-        if settings.get("overrides") != wanted or not summary.is_file() or not _current(settings):
+        if settings.get("overrides") != wanted or not summary.is_file():
+            continue
+        row = settings["row"]
+        if row not in digests:
+            digests[row] = config_digest(row) if all(path.is_file() for path in overlays(row)) else None
+        if settings.get("config") != digests[row] or digests[row] is None:
             continue
         record = {"seed": settings["seed"], "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}
         validation = run_json.parent / "validation" / "summary.json"
@@ -296,19 +302,13 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
             cases = _case_dice(validation.parent / "metrics.csv")
             if cases:
                 record["val_cases"] = cases
-        found.setdefault(settings["row"], {}).setdefault(settings["budget"], []).append(record)
+        found.setdefault(row, {}).setdefault(settings["budget"], []).append(record)
     order = {row: i for i, row in enumerate(ROW_NAMES)}  # ROWS first, then the other overlays
     results = {row: found[row] for row in sorted(found, key=lambda r: (order.get(r, len(order)), r))}
     for per_budget in results.values():
         for runs in per_budget.values():
             runs.sort(key=lambda r: r["seed"])
     return results
-
-
-def _current(settings: dict) -> bool:
-    """Whether a run was made with the current configuration of its row (its overlays exist and the digest matches)."""
-    row = settings["row"]
-    return all(path.is_file() for path in overlays(row)) and settings.get("config") == config_digest(row)
 
 
 def _case_dice(metrics_csv: Path) -> dict[str, float]:
