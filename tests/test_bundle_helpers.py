@@ -83,3 +83,43 @@ def test_process_device_follows_local_rank(monkeypatch) -> None:
     monkeypatch.setenv("LOCAL_RANK", "one")
     with pytest.raises(ValueError, match="LOCAL_RANK"):
         process_device()
+
+
+def test_conv_memory_format_is_channels_last_on_the_cpu_only() -> None:
+    import torch
+
+    from semiseg.bundle import conv_memory_format
+
+    assert conv_memory_format("cpu") == torch.channels_last_3d
+    assert conv_memory_format(torch.device("cpu")) == torch.channels_last_3d
+    assert conv_memory_format("cuda:1") == torch.preserve_format
+
+
+def test_channels_last_network_computes_what_the_contiguous_one_does(tmp_path) -> None:
+    """The bundles' channels-last weights change only the rounding: same outputs and gradients, checkpoints interchange."""
+    import copy
+
+    import torch
+
+    from semiseg.bundle import conv_memory_format
+    from semiseg.networks import DualNet, ResVNet, VNet
+
+    torch.manual_seed(0)
+    plain = DualNet(VNet(1, 2, n_filters=4), ResVNet(1, 2, n_filters=4), feature_dim=8)
+    fast = copy.deepcopy(plain).to("cpu", memory_format=conv_memory_format("cpu"))
+    first_conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first_conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 1, 32, 32, 16)
+    for net in (plain, fast):
+        net.eval()  # dropout off, so both see the same function
+        net.zero_grad()
+        torch.manual_seed(1)
+        out = net.forward_branches(x)
+        sum(o.square().mean() for o in out).backward()
+    torch.testing.assert_close(fast.forward_branches(x), plain.forward_branches(x), rtol=1e-4, atol=1e-5)
+    for (name, p_fast), p_plain in zip(fast.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p_fast.grad, p_plain.grad, rtol=1e-3, atol=1e-6, msg=name)
+    torch.save(fast.state_dict(), tmp_path / "model.pt")
+    loaded = copy.deepcopy(plain)
+    loaded.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    torch.testing.assert_close(loaded(x), fast(x), rtol=1e-4, atol=1e-5)

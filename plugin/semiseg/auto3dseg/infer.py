@@ -11,6 +11,8 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Invertd
 
+from semiseg.bundle import conv_memory_format
+
 from .train import bundle_folder
 
 __all__ = ["InferClass"]
@@ -38,7 +40,7 @@ class InferClass:
         self.network = parser.get_parsed_content("network_def")
         state = torch.load(weights, map_location="cpu", weights_only=True)
         self.network.load_state_dict(state["model"] if "model" in state else state)
-        self.network.to(self.device).eval()
+        self.network.to(self.device, memory_format=conv_memory_format(self.device)).eval()
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("inferer")
         self.invert = Invertd(keys="pred", transform=self.preprocessing, orig_keys="image", nearest_interp=False)

@@ -9,7 +9,7 @@ from semiseg.arguments import flag
 from .allocator import ALLOCATOR_ENV, keep_freed_memory
 from .data import BundleData
 from .dataset import DatasetNotFoundError, image_datalist, require_cases
-from .device import process_device
+from .device import conv_memory_format, process_device
 from .root import default_bundle_root
 from .sliding_window import overlap_for_stride
 from .unlabeled import extra_unlabeled_images, images_in_folders
@@ -17,6 +17,7 @@ from .unlabeled import extra_unlabeled_images, images_in_folders
 __all__ = [
     "ALLOCATOR_ENV",
     "BundleData",
+    "conv_memory_format",
     "DatasetNotFoundError",
     "default_bundle_root",
     "extra_unlabeled_images",

@@ -1,4 +1,5 @@
-"""The device of this process, the one fact that train, multi-GPU train and inference configs share about it."""
+"""The device of this process, the one fact that train, multi-GPU train and inference configs share about it, and the
+layout its 3D convolutions run fastest in."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 
 import torch
 
-__all__ = ["process_device"]
+__all__ = ["conv_memory_format", "process_device"]
 
 
 def process_device() -> torch.device:
@@ -25,3 +26,23 @@ def process_device() -> torch.device:
     if not text.isdigit():
         raise ValueError(f"LOCAL_RANK must be a non-negative integer (torchrun sets it), got {text!r}.")
     return torch.device(f"cuda:{int(text)}")
+
+
+def conv_memory_format(device: str | torch.device) -> torch.memory_format:
+    """The layout to give a 3D network's weights on ``device``: ``channels_last_3d`` on the CPU, unchanged elsewhere.
+
+    On the CPU, oneDNN runs the 3D convolutions of the bundles' narrow networks much faster when the weights are
+    channels-last: PyTorch then runs every convolution (and its backward) channels-last, whatever the input's layout.
+    Measured on 2 cores, the demo's 4-filter dual network, batch of 6 crops of 64x64x32 (the LA demo's iteration with
+    its copy-paste mixes): 0.92 s per training iteration against 1.84 s contiguous (1.2 against 1.7 s at one thread).
+    The results are those of the contiguous network up to float rounding (the order of the sums changes). On CUDA the
+    layout is left as it is (not measured here). The bundle configs call it as
+    ``"network": "$@network_def.to(@device, memory_format=semiseg.bundle.conv_memory_format(@device))"``.
+
+    Args:
+        device: the device the network runs on.
+
+    Returns:
+        ``torch.channels_last_3d`` for a CPU device, else ``torch.preserve_format``.
+    """
+    return torch.channels_last_3d if torch.device(device).type == "cpu" else torch.preserve_format
