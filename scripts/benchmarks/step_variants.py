@@ -81,11 +81,12 @@ def _compile_failed(error: Exception, variant: str, device: torch.device) -> Com
 def _variant_setup(base: TrainingSetup, variant: StepVariant, device: torch.device) -> TrainingSetup:
     """A copy of ``base`` set up as ``variant``: same weights, a fresh optimizer, same objective state, shared batches.
 
-    The network is moved to channels-last 3D memory and/or wrapped in ``torch.compile`` as ``variant`` says.
+    The network is put in channels-last 3D or contiguous memory (the bundle's network comes channels-last on the CPU,
+    see ``semiseg.bundle.conv_memory_format``; the fp32 baseline is the contiguous one) and/or wrapped in
+    ``torch.compile`` as ``variant`` says.
     """
-    network = copy.deepcopy(base.network)
-    if variant.channels_last:
-        network = network.to(memory_format=torch.channels_last_3d)
+    memory_format = torch.channels_last_3d if variant.channels_last else torch.contiguous_format
+    network = copy.deepcopy(base.network).to(memory_format=memory_format)
     optimizer = type(base.optimizer)(network.parameters(), **base.optimizer.defaults)
     if variant.compile:
         try:

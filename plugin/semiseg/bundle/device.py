@@ -33,8 +33,8 @@ def conv_memory_format(device: str | torch.device) -> torch.memory_format:
 
     On the CPU, oneDNN runs the 3D convolutions of the bundles' narrow networks much faster when the weights are
     channels-last: PyTorch then runs every convolution (and its backward) channels-last, whatever the input's layout.
-    Measured on 2 cores, the demo's 4-filter dual network, batch of 6 crops of 64x64x32 (the LA demo's iteration with
-    its copy-paste mixes): 0.92 s per training iteration against 1.84 s contiguous (1.2 against 1.7 s at one thread).
+    Measured on 2 cores, the LA demo's training iteration (4-filter dual network, teaching pass, batch of 6 crops of
+    64x64x32 with the copy-paste mixes): 0.71-0.73 s against 0.92 s contiguous.
     The results are those of the contiguous network up to float rounding (the order of the sums changes). On CUDA the
     layout is left as it is (not measured here). The bundle configs call it as
     ``"network": "$@network_def.to(@device, memory_format=semiseg.bundle.conv_memory_format(@device))"``.
