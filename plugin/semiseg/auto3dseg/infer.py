@@ -11,8 +11,6 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Invertd
 
-from semiseg.bundle import conv_memory_format
-
 from .train import bundle_folder
 
 __all__ = ["InferClass"]
@@ -37,10 +35,10 @@ class InferClass:
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} not found: train the bundle {root} first")
         self.device = parser.get_parsed_content("device")
-        self.network = parser.get_parsed_content("network_def")
+        self.network = parser.get_parsed_content("network")  # on the device, in inference.json's memory layout
         state = torch.load(weights, map_location="cpu", weights_only=True)
         self.network.load_state_dict(state["model"] if "model" in state else state)
-        self.network.to(self.device, memory_format=conv_memory_format(self.device)).eval()
+        self.network.eval()
         self.preprocessing = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("inferer")
         self.invert = Invertd(keys="pred", transform=self.preprocessing, orig_keys="image", nearest_interp=False)
