@@ -101,7 +101,7 @@ def derive_values(
         "batch norm from 4 patches per forward (the benchmarks' 2 + 2), instance norm below",
     )
     values["sw_stride"] = Derived([p // 2 for p in patch], f"patch_size = {patch}", "half the patch (overlap 0.5)")
-    values["sw_batch_size"] = Derived(4, "the device", "4 windows per call, on a GPU and on the CPU (there 3.8x faster "
+    values["sw_batch_size"] = Derived(4, "fixed", "4 windows per call, on a GPU and on the CPU (there 3.8x faster "
                                       "than 1 window per call at the LA demo's size)")  # fmt: skip
     values["num_workers"] = Derived(min(4, os.cpu_count() or 1), f"{os.cpu_count()} CPUs", "at most 4 workers")
     for key, value in given.items():
