@@ -123,3 +123,8 @@ def test_channels_last_network_computes_what_the_contiguous_one_does(tmp_path) -
     loaded = copy.deepcopy(plain)
     loaded.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
     torch.testing.assert_close(loaded(x), fast(x), rtol=1e-4, atol=1e-5)
+    torch.save(plain.state_dict(), tmp_path / "plain.pt")
+    fast.load_state_dict(torch.load(tmp_path / "plain.pt", weights_only=True))
+    first_conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first_conv.weight.is_contiguous(memory_format=torch.channels_last_3d)  # the layout survives the load
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
