@@ -130,7 +130,7 @@ def run_alignment(
         the JSON object printed last.
     """
     from benchmarks.report import BenchmarkReport
-    from semiseg.engines import no_dropout_logits
+    from semiseg.engines import joint_forward, no_dropout_logits
 
     if isinstance(overrides, str):
         overrides = json.loads(overrides)
@@ -169,11 +169,7 @@ def run_alignment(
         mixed = None  # the copy-paste term's mixes of these crops, as SemiSupervisedTrainer makes them
         if objective.copy_paste is not None:
             mixed = objective.copy_paste.mix(image_l, label, image_u, teacher["logits_a"], teacher["logits_b"])
-        outputs = network(torch.cat([image_l, image_u, *(() if mixed is None else (mixed.image,))]))
-        copy_paste = None
-        if mixed is not None:
-            copy_paste = ({k: v[n_l + n_u :] for k, v in outputs.items()}, mixed)
-            outputs = {k: v[: n_l + n_u] for k, v in outputs.items()}
+        outputs, copy_paste = joint_forward(network, image_l, image_u, mixed)
         terms = objective(outputs, label, iteration, teacher if objective.needs_teacher_pass else None, copy_paste)
         u_a, u_b = outputs["logits_a"][n_l:].float(), outputs["logits_b"][n_l:].float()
         oracle = F.cross_entropy(u_a, truth[:, 0]) + F.cross_entropy(u_b, truth[:, 0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .joint_forward import joint_forward
 from .objective import TEACHER_MODES, DualNetworkObjective
 from .pseudo_label_pass import PSEUDO_LABEL_PASSES, no_dropout_logits
 from .run_length import RunLength, scale_count, total_iterations
@@ -19,6 +20,7 @@ __all__ = [
     "RunLength",
     "SemiSupervisedTrainer",
     "STUDENT_VIEW_KEY",
+    "joint_forward",
     "no_dropout_logits",
     "scale_count",
     "total_iterations",

@@ -15,6 +15,7 @@ from monai.utils import CommonKeys as Keys
 from monai.utils import min_version, optional_import
 from torch.utils.data import DataLoader
 
+from semiseg.engines.joint_forward import joint_forward
 from semiseg.engines.objective import DualNetworkObjective
 from semiseg.engines.run_length import RunLength
 from semiseg.engines.streams import (
@@ -278,20 +279,10 @@ class SemiSupervisedTrainer(Trainer):
         mixed = None  # copy-paste mixes of labeled and unlabeled crops, pseudo-labelled by the teaching pass
         if teacher is not None and engine.objective.copy_paste is not None:
             mixed = engine.objective.copy_paste.mix(image_l, label_l, image_u, teacher["logits_a"], teacher["logits_b"])
-        parts = [image_l, *(() if image_u is None else (unlabeled_input,)), *(() if mixed is None else (mixed.image,))]
-        if mixed is not None:  # MetaTensors' per-item transform histories cannot follow the mixes: plain tensors
-            parts = [p.as_subclass(torch.Tensor) for p in parts]
-        inputs = torch.cat(parts, dim=0) if len(parts) > 1 else image_l
-
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
-            outputs = engine.network(inputs)  # one forward over all parts, so DDP sees one graph per step
+            outputs, copy_paste = joint_forward(engine.network, image_l, unlabeled_input, mixed)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        copy_paste = None
-        if mixed is not None:
-            n = inputs.shape[0] - mixed.image.shape[0]
-            copy_paste = ({k: v[n:] for k, v in outputs.items()}, mixed)
-            outputs = {k: v[:n] for k, v in outputs.items()}
         terms = engine.objective(outputs, label_l, engine.state.iteration, teacher, copy_paste)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         values = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
