@@ -227,9 +227,9 @@ def _run_one(
 def bundle_schedule(iterations: int) -> dict[str, int]:
     """The LA bundle's learning-rate step and unlabeled-weight ramp (``train.json``) scaled to a run of ``iterations``.
 
-    The demo overlay keeps the learning rate constant and ramps over its first 300 iterations; a protocol run of
-    another length takes the bundle's own schedule instead (6000 iterations: LR x0.1 every 2500, ramp over the
-    first 4000), in proportion, so that only size and length differ from what real-data users train.
+    The demo overlay writes the schedule out for its own length (``demo.json``); a protocol run of another length
+    takes the bundle's (6000 iterations: LR x0.1 every 2500, ramp over the first 4000) in proportion, so that only
+    size and length differ from what real-data users train.
     """
     from semiseg.engines.run_length import scale_count
 
