@@ -50,7 +50,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -128,16 +128,19 @@ def run_configs(row: str) -> list[Path]:
     return [BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "demo.json", *overlays(row)]
 
 
-def config_digest(row: str) -> str:
+def config_digest(row: str, overrides: Mapping[str, object] | None = None) -> str:
     """A digest of the configuration a run of ``row`` trains with: its config files merged as MONAI merges them.
 
     ``run.json`` records it, so that a run made before a default or an overlay changed is neither reused nor mixed
-    into a table with runs of the current configuration (the plugin's code is not part of it).
+    into a table with runs of the current configuration (the plugin's code is not part of it). The ids the run sets
+    on its command line (``overrides``, recorded beside the digest) are left out of it: a protocol run sets its own
+    length and schedule, so a change of the demo's does not make the protocol's runs stale.
     """
     from monai.bundle import ConfigParser
 
     merged = ConfigParser.load_config_files([str(path) for path in run_configs(row)])
-    return hashlib.sha256(json.dumps(merged, sort_keys=True).encode()).hexdigest()[:12]
+    kept = {key: value for key, value in merged.items() if key not in (overrides or {})}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def is_bound(row: str) -> bool:
@@ -187,7 +190,9 @@ def _run_one(
     protocol: str | None = None,
 ) -> Path:
     summary = out / "summary.json"
-    settings = {"row": row, "budget": budget, "seed": seed, "overrides": _jsonable(extra), "config": config_digest(row)}
+    settings = {
+        "row": row, "budget": budget, "seed": seed, "overrides": _jsonable(extra), "config": config_digest(row, extra),
+    }  # fmt: skip
     if protocol is not None:
         settings["protocol"] = protocol
     if summary.is_file() and _settings(out) == settings:
@@ -292,7 +297,7 @@ def collect_runs(output_dir: Path, overrides: dict) -> dict:
             continue
         row = settings["row"]
         if row not in digests:
-            digests[row] = config_digest(row) if all(path.is_file() for path in overlays(row)) else None
+            digests[row] = config_digest(row, wanted) if all(path.is_file() for path in overlays(row)) else None
         if settings.get("config") != digests[row] or digests[row] is None:
             continue
         record = {"seed": settings["seed"], "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}

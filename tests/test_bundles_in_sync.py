@@ -51,15 +51,19 @@ def test_template_values_are_las_and_the_others_differ_only_in_their_fixed_value
         assert demo["phantom_kind"] == name
 
 
-def test_la_demo_is_the_bundle_schedule_shortened() -> None:
-    """The LA demo differs from train.json in size and length only: its LR step and ramp are train.json's in
-    proportion to its length (as the label-limited protocol's runs)."""
+def test_la_demo_is_the_bundle_regime_shortened() -> None:
+    """The LA demo differs from train.json in size and length, and in where its learning rate steps: its ramp is
+    train.json's in proportion to its length (as in the label-limited protocol's runs), and its learning rate drops
+    once, where the ramp ends. train.json's step in proportion (250 of 600) came before the unlabeled weights had
+    ramped up; the step at the ramp's end was 0.040 +- 0.015 validation Dice better over 5 seeds
+    (bundles/la/docs/README.md)."""
     from semiseg.engines.run_length import scale_count
 
     train = json.loads((REPO / "bundles" / "la" / "configs" / "train.json").read_text())
     demo = json.loads((REPO / "bundles" / "la" / "configs" / "demo.json").read_text())
-    for key in ("lr_step", "rampup_iterations", "rampup_start"):
+    for key in ("rampup_iterations", "rampup_start"):
         assert demo[key] == scale_count(train[key], train["iterations"], demo["iterations"]), key
+    assert demo["lr_step"] == demo["rampup_start"] + demo["rampup_iterations"] < demo["iterations"] < 2 * demo["lr_step"]
     assert demo["phantom_kind"] == "la_varied" and demo["num_labeled"] / demo["phantom_train_cases"] <= 0.05
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def _fake_run(
     run_dir = root / name
     run_dir.mkdir()
     settings = {"row": row, "budget": budget, "seed": seed, "overrides": overrides}
-    (run_dir / "run.json").write_text(json.dumps({**settings, "config": config or quality.config_digest(row)}))
+    (run_dir / "run.json").write_text(json.dumps({**settings, "config": config or quality.config_digest(row, overrides)}))
     metrics = {"dice_left_atrium": {"mean": dice}, "hd95_left_atrium": {"mean": 10.0 * seed}}
     (run_dir / "summary.json").write_text(json.dumps({"metrics": metrics}))
 
@@ -84,6 +85,21 @@ def test_runs_of_an_earlier_configuration_are_neither_reused_nor_tabled(tmp_path
     # the digest follows the merged content: the defaults differ from a row that switches terms off
     assert quality.config_digest("full") != quality.config_digest("no_copy_paste")
     assert quality.config_digest("full") == quality.config_digest("full")
+
+
+def test_the_digest_leaves_out_what_the_run_sets_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a protocol run sets its own schedule: a new demo schedule must not make it stale, a new default must
+    configs = tmp_path / "configs"
+    shutil.copytree(quality.BUNDLE / "configs", configs)
+    monkeypatch.setattr(quality, "BUNDLE", tmp_path)
+    schedule = {"iterations": 1500, "lr_step": 625}
+    before, before_plain = quality.config_digest("full", schedule), quality.config_digest("full")
+    demo = json.loads((configs / "demo.json").read_text())
+    (configs / "demo.json").write_text(json.dumps({**demo, "lr_step": demo["lr_step"] + 1}))
+    assert quality.config_digest("full", schedule) == before
+    assert quality.config_digest("full") != before_plain  # a run that does not set it trained with it
+    (configs / "demo.json").write_text(json.dumps({**demo, "learning_rate": 2 * demo["learning_rate"]}))
+    assert quality.config_digest("full", schedule) != before
 
 
 def test_runs_get_the_allocator_settings_and_keep_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
