@@ -202,7 +202,8 @@ def _run_one(
     if (out / "run.json").is_file() and _settings(out) != settings:
         raise RuntimeError(
             f"{out} holds a run with other settings ({_settings(out)}); use another output_dir for {settings} "
-            "(a 'config' digest that differs: the bundle's configs or the row's overlays changed since that run)."
+            "(a 'config' digest that differs: the bundle's configs or the row's overlays changed since that run, or it "
+            "was made before bundle 0.4.2, whose digests also covered the ids a run sets on its command line)."
         )
     configs = run_configs(row)
     cmd = [

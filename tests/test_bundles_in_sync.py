@@ -63,7 +63,8 @@ def test_la_demo_is_the_bundle_regime_shortened() -> None:
     demo = json.loads((REPO / "bundles" / "la" / "configs" / "demo.json").read_text())
     for key in ("rampup_iterations", "rampup_start"):
         assert demo[key] == scale_count(train[key], train["iterations"], demo["iterations"]), key
-    assert demo["lr_step"] == demo["rampup_start"] + demo["rampup_iterations"] < demo["iterations"] < 2 * demo["lr_step"]
+    ramp_end = demo["rampup_start"] + demo["rampup_iterations"]
+    assert demo["lr_step"] == ramp_end < demo["iterations"] < 2 * demo["lr_step"]  # one step, where the ramp ends
     assert demo["phantom_kind"] == "la_varied" and demo["num_labeled"] / demo["phantom_train_cases"] <= 0.05
 
 

@@ -42,7 +42,8 @@ def _fake_run(
     run_dir = root / name
     run_dir.mkdir()
     settings = {"row": row, "budget": budget, "seed": seed, "overrides": overrides}
-    (run_dir / "run.json").write_text(json.dumps({**settings, "config": config or quality.config_digest(row, overrides)}))
+    digest = config or quality.config_digest(row, overrides)
+    (run_dir / "run.json").write_text(json.dumps({**settings, "config": digest}))
     metrics = {"dice_left_atrium": {"mean": dice}, "hd95_left_atrium": {"mean": 10.0 * seed}}
     (run_dir / "summary.json").write_text(json.dumps({"metrics": metrics}))
 
