@@ -50,7 +50,7 @@ def _write_case(root: Path, name: str, target: float, pool: float) -> dict:
 def _write_run(root: Path, row: str, seed: int, cases: dict[str, float], overrides: dict) -> None:
     run = root / f"{row}_l2_s{seed}"
     (run / "validation").mkdir(parents=True)
-    settings = {"row": row, "budget": 2, "seed": seed, "overrides": overrides, "config": config_digest(row)}
+    settings = {"row": row, "budget": 2, "seed": seed, "overrides": overrides, "config": config_digest(row, overrides)}
     (run / "run.json").write_text(json.dumps(settings))
     metrics = {"dice_target": {"mean": 0.5}, "hd95_monai_mm_target": {"mean": 1.0}}
     (run / "summary.json").write_text(json.dumps({"metrics": metrics}))
