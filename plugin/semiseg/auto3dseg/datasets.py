@@ -47,6 +47,7 @@ DATASETS: dict[str, dict[str, Any]] = {
         "bundle_name": "la",
         "dataset_dir": "/workspace/data/la",
         "class_names": ["left_atrium"],
+        "largest_component_labels": [1],  # one connected atrium: the prediction's largest component is kept
         "num_labeled": 8,
         "patch_size": [112, 112, 80],
         "sw_stride": [18, 18, 4],
@@ -55,6 +56,7 @@ DATASETS: dict[str, dict[str, Any]] = {
         "bundle_name": "pancreas",
         "dataset_dir": "/workspace/data/pancreas",
         "class_names": ["pancreas"],
+        "largest_component_labels": [],  # not tried on this dataset: predictions kept whole
         "num_labeled": 6,
         "patch_size": [96, 96, 96],
         "sw_stride": [16, 16, 16],
@@ -64,6 +66,7 @@ DATASETS: dict[str, dict[str, Any]] = {
         "bundle_name": "brats",
         "dataset_dir": "/workspace/data/brats",
         "class_names": ["whole_tumour"],
+        "largest_component_labels": [],  # not tried on this dataset: predictions kept whole
         "num_labeled": 25,
         "patch_size": [96, 96, 96],
         "sw_stride": [64, 64, 64],

@@ -28,9 +28,9 @@ DERIVATION_KEYS = ("spacing", "patch_size", "iterations", "memory_gb", "device",
                    "unlabeled_batch_size", "n_filters", "feature_dim", "norm", "num_labeled")  # fmt: skip
 """Template arguments that change what is derived (the other accepted ones are top-level keys of ``train.json``)."""
 
-_TOP_LEVEL = ("num_classes", "class_names", "num_labeled", "spacing", "patch_size", "sw_stride", "sw_batch_size",
-              "iterations", "rampup_iterations", "lr_step", "val_interval", "save_interval", "labeled_batch_size",
-              "unlabeled_batch_size", "n_filters", "norm", "feature_dim", "num_workers")  # fmt: skip
+_TOP_LEVEL = ("num_classes", "class_names", "largest_component_labels", "num_labeled", "spacing", "patch_size",
+              "sw_stride", "sw_batch_size", "iterations", "rampup_iterations", "lr_step", "val_interval", "save_interval",
+              "labeled_batch_size", "unlabeled_batch_size", "n_filters", "norm", "feature_dim", "num_workers")  # fmt: skip
 
 
 def derive_values(
@@ -60,6 +60,12 @@ def derive_values(
     num_classes = values["num_classes"].value
     names = [str((labels or {}).get(str(i), f"class_{i}")).replace(" ", "_") for i in range(1, num_classes)]
     values["class_names"] = Derived(names, "datalist 'labels'" if labels else "label values", "one name per class")
+    component_source = "given" if "largest_component_labels" in given else "default"
+    values["largest_component_labels"] = Derived(
+        list(given.pop("largest_component_labels", [])), component_source,
+        "classes whose prediction keeps only its largest connected component (none by default: a new dataset's "
+        "structures may be several components; the LA bundle keeps it for its one atrium)",
+    )
     spacing, resample = derive.target_spacing(stats, given.pop("spacing", None))
     values["spacing"] = spacing
     values["intensity"] = derive.intensity_transforms(stats, modality, channels.value)
