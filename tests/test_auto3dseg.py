@@ -61,6 +61,9 @@ def test_la_like_statistics_give_the_benchmark_bundle() -> None:
                    "save_interval": 500}  # fmt: skip
     assert (values["labeled_batch_size"].value, values["unlabeled_batch_size"].value) == (2, 2)
     assert values["norm"].value == "batch"
+    assert values["largest_component_labels"].value == [] and values["largest_component_labels"].source == "default"
+    given = derive_values(LA_LIKE, "mri", 8, 72, memory_gb=24, largest_component_labels=[1])[0]
+    assert given["largest_component_labels"].value == [1] and given["largest_component_labels"].source == "given"
     assert "sizemm#median" in values["patch_size"].source and "spacing#median" in values["spacing"].source
 
 
@@ -189,6 +192,7 @@ def test_generated_configs_carry_the_derived_values(tmp_path) -> None:
         assert "NormalizeIntensityd" not in text and text.count("ScaleIntensityRanged") >= 1
         assert parser["spacing"] == [1.0, 1.0, 4.0] and parser["patch_size"] == [48, 48, 16]
         assert parser["num_classes"] == 3 and parser["n_filters"] == 4
+        assert parser["largest_component_labels"] == []  # a new dataset's predictions are kept whole unless given
         assert parser["network_def"]["branch_a"]["in_channels"] == 1
         spacing = [t for t in parser.get_parsed_content("eval_transforms" if file == "train.json" else
                    "preprocessing#transforms") if type(t).__name__ == "Spacingd"]  # fmt: skip
