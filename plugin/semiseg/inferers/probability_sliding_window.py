@@ -50,9 +50,6 @@ class ProbabilitySlidingWindowInferer(SlidingWindowInferer):
             raise ValueError(f"mirror_axes must be distinct non-negative spatial axes, got {list(mirror_axes)}.")
         super().__init__(*args, **kwargs)
         self.mirror_axes = axes
-        self._flips = [
-            tuple(a + 2 for a in subset) for size in range(len(axes) + 1) for subset in combinations(axes, size)
-        ]
 
     def __call__(  # type: ignore[override]
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
@@ -74,6 +71,8 @@ class ProbabilitySlidingWindowInferer(SlidingWindowInferer):
             raise ValueError(
                 f"mirror_axes {self.mirror_axes} name an axis beyond the {inputs.ndim - 2} spatial axes of the input."
             )
+        axes = self.mirror_axes
+        flips = [tuple(a + 2 for a in subset) for size in range(len(axes) + 1) for subset in combinations(axes, size)]
 
         def one_pass(window: torch.Tensor, dims: tuple[int, ...], *a: Any, **k: Any) -> torch.Tensor:
             out = network(torch.flip(window, dims) if dims else window, *a, **k)
@@ -86,7 +85,7 @@ class ProbabilitySlidingWindowInferer(SlidingWindowInferer):
             return torch.flip(out, dims) if dims else out
 
         def probabilities(window: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
-            return torch.stack([one_pass(window, dims, *a, **k) for dims in self._flips]).mean(dim=0)
+            return torch.stack([one_pass(window, dims, *a, **k) for dims in flips]).mean(dim=0)
 
         blended = super().__call__(inputs, probabilities, *args, **kwargs)
         return torch.log(blended.clamp_min(torch.finfo(blended.dtype).tiny))
