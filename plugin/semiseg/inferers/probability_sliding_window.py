@@ -85,7 +85,10 @@ class ProbabilitySlidingWindowInferer(SlidingWindowInferer):
             return torch.flip(out, dims) if dims else out
 
         def probabilities(window: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
-            return torch.stack([one_pass(window, dims, *a, **k) for dims in flips]).mean(dim=0)
+            total = one_pass(window, flips[0], *a, **k)
+            for dims in flips[1:]:  # a running sum: one probability map held, however many passes
+                total = total + one_pass(window, dims, *a, **k)
+            return total / len(flips) if len(flips) > 1 else total
 
         blended = super().__call__(inputs, probabilities, *args, **kwargs)
         return torch.log(blended.clamp_min(torch.finfo(blended.dtype).tiny))
