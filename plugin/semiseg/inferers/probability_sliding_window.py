@@ -88,7 +88,7 @@ class ProbabilitySlidingWindowInferer(SlidingWindowInferer):
             total = one_pass(window, flips[0], *a, **k)
             for dims in flips[1:]:  # a running sum: one probability map held, however many passes
                 total = total + one_pass(window, dims, *a, **k)
-            return total / len(flips) if len(flips) > 1 else total
+            return total / len(flips)
 
         blended = super().__call__(inputs, probabilities, *args, **kwargs)
         return torch.log(blended.clamp_min(torch.finfo(blended.dtype).tiny))
