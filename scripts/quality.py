@@ -68,7 +68,7 @@ ROW_NAMES = {
     "cps": "cross pseudo supervision",
     "cps_entropy": "+ entropy filter",
     "cps_entropy_kl": "+ KL uncertainty weighting",
-    "full": "full method (+ consistency, prototype contrast, cross-reliable, copy-paste)",
+    "full": "full method (CPS, entropy filter, consistency, prototype contrast, cross-reliable, copy-paste; KL off)",
     "fully_supervised": "fully supervised bound (all training cases labeled)",
     "weaker_teacher": "full method, weaker-branch teaching",
     "global_percentile": "full method, batch-wide entropy percentile (as DESIGN.md states it)",
@@ -77,7 +77,7 @@ ROW_NAMES = {
     "no_cross_reliable": "full method without cross-reliable supervision",
     "no_cross_pseudo": "full method without cross pseudo supervision",
     "no_entropy_filter": "full method without the entropy filter",
-    "no_kl": "full method without KL uncertainty weighting",
+    "with_kl": "full method with KL uncertainty weighting (the defaults before bundle 0.4.5, as in the paper)",
     "filtered_terms_only": "full method without the terms that read every unlabeled voxel (CPS, KL, consistency)",
     "perturbed_student": "full method, students on intensity-perturbed unlabeled crops, teacher on the clean ones",
     "agreement_reliability": "full method, pseudo-labels trusted only where both networks are reliable and agree",
@@ -139,8 +139,21 @@ def config_digest(row: str, overrides: Mapping[str, object] | None = None) -> st
     from monai.bundle import ConfigParser
 
     merged = ConfigParser.load_config_files([str(path) for path in run_configs(row)])
-    kept = {key: value for key, value in merged.items() if key not in (overrides or {})}
+    kept = {key: _as_trained(value) for key, value in merged.items() if key not in (overrides or {})}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _as_trained(config: object) -> object:
+    """``config`` as it trains: a component with ``"_disabled_": true`` is ``None`` (MONAI instantiates it as such),
+    and ``"_disabled_": false`` is dropped, so switching a term off by either spelling gives the same digest."""
+    if isinstance(config, list):
+        return [_as_trained(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    disabled = config.get("_disabled_", False)
+    if (disabled.strip().lower() == "true") if isinstance(disabled, str) else bool(disabled):
+        return None
+    return {key: _as_trained(value) for key, value in config.items() if key != "_disabled_"}
 
 
 def is_bound(row: str) -> bool:

@@ -80,17 +80,19 @@ def test_overlays_only_touch_top_level_keys_of_train_json() -> None:
 @pytest.mark.parametrize(
     "overlay, off",
     [
-        ("full", set()),
-        ("no_cross_pseudo", {"cross_pseudo"}),
-        ("no_entropy_filter", {"entropy_filter"}),
-        ("no_kl", {"kl_uncertainty"}),
-        ("no_consistency", {"consistency"}),
-        ("no_contrastive", {"contrastive_a", "contrastive_b"}),
-        ("no_cross_reliable", {"cross_reliable"}),
+        ("full", {"kl_uncertainty"}),  # KL off by default since bundle 0.4.5
+        ("with_kl", set()),
+        ("no_cross_pseudo", {"cross_pseudo", "kl_uncertainty"}),
+        ("no_entropy_filter", {"entropy_filter", "kl_uncertainty"}),
+        ("no_consistency", {"consistency", "kl_uncertainty"}),
+        ("no_contrastive", {"contrastive_a", "contrastive_b", "kl_uncertainty"}),
+        ("no_cross_reliable", {"cross_reliable", "kl_uncertainty"}),
         ("filtered_terms_only", {"cross_pseudo", "kl_uncertainty", "consistency"}),
+        ("cps_entropy_kl", {"consistency", "contrastive_a", "contrastive_b", "cross_reliable"}),
+        ("previous_defaults", set()),
     ],
 )
-def test_leave_one_out_overlays_switch_off_only_their_terms(overlay: str, off: set[str]) -> None:
+def test_ablation_overlays_switch_off_only_their_terms(overlay: str, off: set[str]) -> None:
     parser = ConfigParser()
     parser.read_config([TRAIN, str(CONFIGS / "ablation" / f"{overlay}.json")])
     objective = parser.get_parsed_content("loss")

@@ -103,6 +103,22 @@ def test_the_digest_leaves_out_what_the_run_sets_itself(tmp_path: Path, monkeypa
     assert quality.config_digest("full", schedule) != before
 
 
+def test_the_digest_counts_a_disabled_component_as_null(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # bundle 0.4.5 switched KL off with "_disabled_": true; 0.4.3's no_kl overlay set it to null: the same training
+    configs = tmp_path / "configs"
+    shutil.copytree(quality.BUNDLE / "configs", configs)
+    monkeypatch.setattr(quality, "BUNDLE", tmp_path)
+    (configs / "ablation" / "null_kl.json").write_text(json.dumps({"loss#kl_uncertainty": None}))
+    assert quality.config_digest("full") == quality.config_digest("null_kl")
+    assert quality.config_digest("with_kl") != quality.config_digest("full")
+    train = json.loads((configs / "train.json").read_text())
+    train["loss"]["kl_uncertainty"].pop("_disabled_")  # 0.4.3's train.json: the term on, no flag
+    (configs / "train.json").write_text(json.dumps(train))
+    with_kl_as_flag = quality.config_digest("with_kl")  # "_disabled_": false on top: trains as 0.4.3's defaults
+    (configs / "ablation" / "with_kl.json").write_text("{}")
+    assert quality.config_digest("with_kl") == with_kl_as_flag
+
+
 def test_runs_get_the_allocator_settings_and_keep_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict = {}
 
@@ -202,7 +218,7 @@ def test_case_swings_pair_each_validation_case_with_the_reference_of_its_seed(tm
     assert full["rest_mean"] == pytest.approx(0.05)
     assert full["diffs"][0] == pytest.approx([0.4, -0.3, 0.05])
     table = quality.protocol_table(results, [2])
-    full_name = "full method (+ consistency, prototype contrast, cross-reliable, copy-paste)"
+    full_name = quality.ROW_NAMES["full"]
     assert f"| {full_name} | 3 | 1 | 1 | +0.050 |" in table
     png = tmp_path / "cases.png"
     quality._case_plot(swings, png, "title")
