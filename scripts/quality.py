@@ -150,8 +150,9 @@ def _as_trained(config: object) -> object:
         return [_as_trained(item) for item in config]
     if not isinstance(config, dict):
         return config
-    disabled = config.get("_disabled_", False)
-    if (disabled.strip().lower() == "true") if isinstance(disabled, str) else bool(disabled):
+    from monai.bundle import ConfigComponent
+
+    if ConfigComponent(config).is_disabled():
         return None
     return {key: _as_trained(value) for key, value in config.items() if key != "_disabled_"}
 
