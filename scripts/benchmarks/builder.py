@@ -54,6 +54,9 @@ SUPERVISED_OVERLAY = "ablation/supervised.json"
 NO_CONTRASTIVE_OVERLAY = "ablation/no_contrastive.json"
 """The bundle's method without the prototype contrast."""
 
+WITH_KL_OVERLAY = "ablation/with_kl.json"
+"""The bundle's method with KL uncertainty weighting, off by default since bundle 0.4.5."""
+
 PLAIN_STEP_OVERRIDES: dict[str, Any] = {"pseudo_label_pass": "train", "loss#copy_paste": None}
 """What the timed step leaves out of the bundle's defaults: the teaching pass without dropout and the copy-paste mixes.
 
