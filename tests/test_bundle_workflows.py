@@ -77,17 +77,22 @@ def test_overlays_only_touch_top_level_keys_of_train_json() -> None:
                 overlay, key)  # fmt: skip
 
 
+#: the terms train.json switches off: KL since bundle 0.4.5, the entropy filter since LA 0.4.6 (pancreas, BraTS 0.4.5)
+DEFAULT_OFF = {"entropy_filter", "kl_uncertainty"}
+
+
 @pytest.mark.parametrize(
     "overlay, off",
     [
-        ("full", {"kl_uncertainty"}),  # KL off by default since bundle 0.4.5
-        ("with_kl", set()),
-        ("no_cross_pseudo", {"cross_pseudo", "kl_uncertainty"}),
-        ("no_entropy_filter", {"entropy_filter", "kl_uncertainty"}),
-        ("no_consistency", {"consistency", "kl_uncertainty"}),
-        ("no_contrastive", {"contrastive_a", "contrastive_b", "kl_uncertainty"}),
-        ("no_cross_reliable", {"cross_reliable", "kl_uncertainty"}),
-        ("filtered_terms_only", {"cross_pseudo", "kl_uncertainty", "consistency"}),
+        ("full", DEFAULT_OFF),
+        ("with_kl", {"entropy_filter"}),
+        ("with_entropy_filter", {"kl_uncertainty"}),
+        ("no_cross_pseudo", DEFAULT_OFF | {"cross_pseudo"}),
+        ("no_consistency", DEFAULT_OFF | {"consistency"}),
+        ("no_contrastive", DEFAULT_OFF | {"contrastive_a", "contrastive_b"}),
+        ("no_cross_reliable", DEFAULT_OFF | {"cross_reliable"}),
+        ("filtered_terms_only", {"cross_pseudo", "kl_uncertainty", "consistency"}),  # the filter on: what it keeps
+        ("cps_entropy", {"kl_uncertainty", "consistency", "contrastive_a", "contrastive_b", "cross_reliable"}),
         ("cps_entropy_kl", {"consistency", "contrastive_a", "contrastive_b", "cross_reliable"}),
         ("previous_defaults", set()),
     ],

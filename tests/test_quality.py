@@ -111,6 +111,9 @@ def test_the_digest_counts_a_disabled_component_as_null(tmp_path: Path, monkeypa
     (configs / "ablation" / "null_kl.json").write_text(json.dumps({"loss#kl_uncertainty": None}))
     assert quality.config_digest("full") == quality.config_digest("null_kl")
     assert quality.config_digest("with_kl") != quality.config_digest("full")
+    # LA 0.4.6 switched the entropy filter off the same way: 0.4.5's no_entropy_filter runs are 0.4.6's full runs
+    (configs / "ablation" / "null_filter.json").write_text(json.dumps({"loss#entropy_filter": None}))
+    assert quality.config_digest("full") == quality.config_digest("null_filter")
     train = json.loads((configs / "train.json").read_text())
     train["loss"]["kl_uncertainty"].pop("_disabled_")  # 0.4.3's train.json: the term on, no flag
     (configs / "train.json").write_text(json.dumps(train))

@@ -57,6 +57,9 @@ NO_CONTRASTIVE_OVERLAY = "ablation/no_contrastive.json"
 WITH_KL_OVERLAY = "ablation/with_kl.json"
 """The bundle's method with KL uncertainty weighting, off by default since bundle 0.4.5."""
 
+WITH_ENTROPY_FILTER_OVERLAY = "ablation/with_entropy_filter.json"
+"""The bundle's method with the entropy-filtered supervision, off by default since LA bundle 0.4.6."""
+
 PLAIN_STEP_OVERRIDES: dict[str, Any] = {"pseudo_label_pass": "train", "loss#copy_paste": None}
 """What the timed step leaves out of the bundle's defaults: the teaching pass without dropout and the copy-paste mixes.
 

@@ -13,6 +13,7 @@ from semiseg.losses import ReliabilityMasks
 from .builder import (
     NO_CONTRASTIVE_OVERLAY,
     SUPERVISED_OVERLAY,
+    WITH_ENTROPY_FILTER_OVERLAY,
     WITH_KL_OVERLAY,
     batch_to,
     build_method,
@@ -63,7 +64,8 @@ def run_losses(
     network, optimizer, full = method.network, method.optimizer, method.objective
     supervised = build_objective(dev, overrides, [SUPERVISED_OVERLAY])
     no_contrastive = build_objective(dev, overrides, [NO_CONTRASTIVE_OVERLAY])
-    kl_term = build_objective(dev, overrides, [WITH_KL_OVERLAY]).kl_uncertainty  # timed alone even where it is off
+    # the optional terms, timed alone even where the defaults switch them off
+    optional = build_objective(dev, overrides, [WITH_KL_OVERLAY, WITH_ENTROPY_FILTER_OVERLAY])
     labeled = batch_to(make_batch(labeled_batch, patch_t), dev)
     image_u = make_batch(unlabeled_batch, patch_t, labeled=False)["image"].to(dev)
     image_l, label = labeled["image"], labeled["label"]
@@ -87,7 +89,7 @@ def run_losses(
         },
         repeats,
     )
-    terms = _time_each_term(network, full, supervised, kl_term, image_all, label, labeled_batch, repeats, dev)
+    terms = _time_each_term(network, full, supervised, optional, image_all, label, labeled_batch, repeats, dev)
 
     report = BenchmarkReport("losses")
     t = {name: median(values) for name, values in steps.items()}
@@ -101,8 +103,9 @@ def run_losses(
     report.add("contrastive_share", contrastive_share, "fraction")
     for name, values in terms.items():
         report.add(f"loss_time_{name}", median(values), "s", samples=values)
-    extra = ["reliability_masks", "cps", "entropy_filter", "consistency", "contrastive", "cross_reliable"]
+    extra = ["reliability_masks", "cps", "consistency", "contrastive", "cross_reliable"]
     extra += ["kl"] if full.kl_uncertainty is not None else []  # the terms the bundle's objective has
+    extra += ["entropy_filter"] if full.entropy_filter is not None else []
     report.add("loss_time_sum_of_extra_terms", sum(median(terms[k]) for k in extra), "s")
     sgd = optimizer.defaults
     report.config = run_config(
@@ -138,19 +141,22 @@ def _time_each_term(
     network: nn.Module,
     full: nn.Module,
     supervised: nn.Module,
-    kl_term: nn.Module,
+    optional: nn.Module,
     image_all: torch.Tensor,
     label: torch.Tensor,
     n_l: int,
     repeats: int,
     dev: torch.device,
 ) -> dict[str, list[float]]:
-    """Each term alone on fixed outputs (leaves that require grad, sliced as the objective slices them), interleaved."""
+    """Each term alone on fixed outputs (leaves that require grad, sliced as the objective slices them), interleaved.
+
+    ``optional`` is the objective with the terms the defaults may switch off (KL, the entropy filter) on."""
     network.train()
     with torch.no_grad():
         fixed = {k: v.float() for k, v in network(image_all).items()}
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in fixed.items()}
     head_a, head_b = full.contrastive_a, full.contrastive_b
+    kl_term, filter_term = optional.kl_uncertainty, optional.entropy_filter
 
     def masks_of(z_a: torch.Tensor, z_b: torch.Tensor) -> ReliabilityMasks:
         return full.reliability(torch.softmax(z_a[n_l:], 1), torch.softmax(z_b[n_l:], 1), 1)  # the objective's own
@@ -174,7 +180,7 @@ def _time_each_term(
             "cross_reliable": term(lambda a, b: full.cross_reliable(a[:n_l], b[:n_l], label)),
             "reliability_masks": term(masks_of),
             "cps": term(lambda a, b: full.cross_pseudo(a[n_l:], b[n_l:])),
-            "entropy_filter": term(lambda a, b: full.entropy_filter(a[n_l:], b[n_l:], masks)),
+            "entropy_filter": term(lambda a, b: filter_term(a[n_l:], b[n_l:], masks)),
             "kl": term(lambda a, b: kl_term(a[n_l:], b[n_l:]) + kl_term(b[n_l:], a[n_l:])),
             "consistency": term(lambda a, b: full.consistency(a[n_l:], b[n_l:])),
             "contrastive": term(
