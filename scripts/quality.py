@@ -98,6 +98,8 @@ ROW_SHORT = {
     "cps_entropy": "+ entropy filter",
     "cps_entropy_kl": "+ KL",
     "full": "full method",
+    "with_entropy_filter": "with entropy filter",
+    "with_entropy_filter+with_kl": "with filter and KL",
     "fully_supervised": "all labeled",
     "agreement_reliability": "agreement required",
     "mean_teacher": "mean teacher",
