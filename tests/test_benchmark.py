@@ -31,7 +31,7 @@ def test_losses_json_line(capsys):
     result = _last_json_line(capsys)
     assert result == returned
     assert result["benchmark"] == "losses"
-    variants = ("supervised_labeled_forward", "supervised_same_forward", "all_terms", "all_terms_except_contrastive")
+    variants = ("supervised_labeled_forward", "supervised_same_forward", "all_terms", "all_terms_with_contrastive")
     steps = {f"step_time_{v}" for v in variants}
     terms = ("supervised", "cross_reliable", "reliability_masks", "cps", "entropy_filter", "kl", "consistency")
     terms += ("contrastive", "objective_supervised", "objective_all_terms", "sum_of_extra_terms")

@@ -77,20 +77,27 @@ def test_overlays_only_touch_top_level_keys_of_train_json() -> None:
                 overlay, key)  # fmt: skip
 
 
-#: the terms train.json switches off: KL since bundle 0.4.5, the entropy filter since LA 0.4.6 (pancreas, BraTS 0.4.5)
-DEFAULT_OFF = {"entropy_filter", "kl_uncertainty"}
+#: the terms train.json switches off: KL since bundle 0.4.5, the entropy filter since LA 0.4.6 (pancreas, BraTS 0.4.5),
+#: prototype contrast since LA 0.4.7 (pancreas, BraTS 0.4.6)
+CONTRAST = {"contrastive_a", "contrastive_b"}
+DEFAULT_OFF = {"entropy_filter", "kl_uncertainty"} | CONTRAST
 
 
 @pytest.mark.parametrize(
     "overlay, off",
     [
         ("full", DEFAULT_OFF),
-        ("with_kl", {"entropy_filter"}),
-        ("with_entropy_filter", {"kl_uncertainty"}),
+        ("with_kl", DEFAULT_OFF - {"kl_uncertainty"}),
+        ("with_entropy_filter", DEFAULT_OFF - {"entropy_filter"}),
+        ("with_contrastive", DEFAULT_OFF - CONTRAST),
         ("no_cross_pseudo", DEFAULT_OFF | {"cross_pseudo"}),
         ("no_consistency", DEFAULT_OFF | {"consistency"}),
-        ("no_contrastive", DEFAULT_OFF | {"contrastive_a", "contrastive_b"}),
         ("no_cross_reliable", DEFAULT_OFF | {"cross_reliable"}),
+        # the overlays about prototype contrast or the reliability masks it reads switch it on: without a term that
+        # reads the masks they would change nothing
+        ("strong_contrastive", DEFAULT_OFF - CONTRAST),
+        ("global_percentile", DEFAULT_OFF - CONTRAST),
+        ("agreement_reliability", DEFAULT_OFF - CONTRAST),
         ("filtered_terms_only", {"cross_pseudo", "kl_uncertainty", "consistency"}),  # the filter on: what it keeps
         ("cps_entropy", {"kl_uncertainty", "consistency", "contrastive_a", "contrastive_b", "cross_reliable"}),
         ("cps_entropy_kl", {"consistency", "contrastive_a", "contrastive_b", "cross_reliable"}),
@@ -159,11 +166,15 @@ def test_mean_teacher_overlay_teaches_from_an_averaged_copy_of_the_network(tmp_p
     assert trainer.teacher_network is ema.ema_model and trainer.objective.pseudo_label_pass == "mean_teacher"
     state = next(h for h in parse("train#handlers") if type(h).__name__ == "TrainingStateHandler")
     assert state.objects["teacher"] is ema.ema_model  # a resumed run resumes the teacher too
-    start = [p.detach().clone() for p in ema.ema_model.parameters()]
+    # the branches' weights: the projection heads train only with prototype contrast, off by default since LA 0.4.7
+    def branches(model: torch.nn.Module) -> list[torch.Tensor]:
+        return [p for name, p in model.named_parameters() if name.startswith("branch_")]
+
+    start = [p.detach().clone() for p in branches(ema.ema_model)]
     train.run()
     assert trainer.state.iteration == TINY["iterations"]
-    teacher, network = list(ema.ema_model.parameters()), list(parse("network").parameters())
-    assert all(t.grad is None for t in teacher)
+    teacher, network = branches(ema.ema_model), branches(parse("network"))
+    assert teacher and all(t.grad is None for t in teacher)
     moved = [not torch.equal(p0, t) for p0, t in zip(start, teacher)]
     lags = [not torch.equal(t, p) for t, p in zip(teacher, network)]
     assert all(moved) and all(lags)  # updated every iteration, behind the network

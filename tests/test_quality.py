@@ -114,6 +114,10 @@ def test_the_digest_counts_a_disabled_component_as_null(tmp_path: Path, monkeypa
     # LA 0.4.6 switched the entropy filter off the same way: 0.4.5's no_entropy_filter runs are 0.4.6's full runs
     (configs / "ablation" / "null_filter.json").write_text(json.dumps({"loss#entropy_filter": None}))
     assert quality.config_digest("full") == quality.config_digest("null_filter")
+    # and LA 0.4.7 prototype contrast: 0.4.6's no_contrastive runs are 0.4.7's full runs
+    (configs / "ablation" / "null_contrast.json").write_text(json.dumps({"loss#contrastive": None}))
+    assert quality.config_digest("full") == quality.config_digest("null_contrast")
+    assert quality.config_digest("with_contrastive") != quality.config_digest("full")
     train = json.loads((configs / "train.json").read_text())
     train["loss"]["kl_uncertainty"].pop("_disabled_")  # 0.4.3's train.json: the term on, no flag
     (configs / "train.json").write_text(json.dumps(train))

@@ -26,10 +26,12 @@ from .options import step_arguments
 
 __all__ = [
     "LA_BUNDLE",
-    "NO_CONTRASTIVE_OVERLAY",
     "PLAIN_STEP_OVERRIDES",
     "REPO_ROOT",
     "SUPERVISED_OVERLAY",
+    "WITH_CONTRASTIVE_OVERLAY",
+    "WITH_ENTROPY_FILTER_OVERLAY",
+    "WITH_KL_OVERLAY",
     "BundleMethod",
     "TrainingSetup",
     "batch_to",
@@ -51,14 +53,14 @@ LA_BUNDLE = REPO_ROOT / "bundles" / "la"
 SUPERVISED_OVERLAY = "ablation/supervised.json"
 """The bundle's supervised-only row: every unlabeled term (and cross-reliable supervision) off."""
 
-NO_CONTRASTIVE_OVERLAY = "ablation/no_contrastive.json"
-"""The bundle's method without the prototype contrast."""
-
 WITH_KL_OVERLAY = "ablation/with_kl.json"
 """The bundle's method with KL uncertainty weighting, off by default since bundle 0.4.5."""
 
 WITH_ENTROPY_FILTER_OVERLAY = "ablation/with_entropy_filter.json"
 """The bundle's method with the entropy-filtered supervision, off by default since LA bundle 0.4.6."""
+
+WITH_CONTRASTIVE_OVERLAY = "ablation/with_contrastive.json"
+"""The bundle's method with prototype contrast, off by default since LA bundle 0.4.7."""
 
 PLAIN_STEP_OVERRIDES: dict[str, Any] = {"pseudo_label_pass": "train", "loss#copy_paste": None}
 """What the timed step leaves out of the bundle's defaults: the teaching pass without dropout and the copy-paste mixes.

@@ -11,8 +11,8 @@ import torch.nn as nn
 from semiseg.losses import ReliabilityMasks
 
 from .builder import (
-    NO_CONTRASTIVE_OVERLAY,
     SUPERVISED_OVERLAY,
+    WITH_CONTRASTIVE_OVERLAY,
     WITH_ENTROPY_FILTER_OVERLAY,
     WITH_KL_OVERLAY,
     batch_to,
@@ -46,12 +46,13 @@ def run_losses(
     see ``builder.py``). Four step variants, interleaved (each: zero_grad, forward, objective, backward, SGD step):
     ``supervised_labeled_forward`` (the bundle's supervised-only row, network on the labeled items only: plain
     supervised training), ``supervised_same_forward`` (the same objective, network on labeled + unlabeled items),
-    ``all_terms`` (the bundle's objective, same forward) and ``all_terms_except_contrastive``. The unlabeled terms'
-    share of the step is ``(t_all_terms - t_supervised_same_forward) / t_all_terms`` (goal <= 0.10);
-    cross-reliable supervision, a labeled-voxel term, is counted with them since the supervised-only row does not
-    have it. ``contrastive_share`` is the part of the step that goes away without the contrastive term: its loss and
-    the backward pass through the projection heads, which no other term uses. Then each term alone (its forward +
-    backward on fixed network outputs, called as the objective calls it), interleaved.
+    ``all_terms`` (the bundle's objective, same forward) and ``all_terms_with_contrastive`` (the objective with
+    prototype contrast, off by default since LA bundle 0.4.7). The unlabeled terms' share of the step is
+    ``(t_all_terms - t_supervised_same_forward) / t_all_terms`` (goal <= 0.10); cross-reliable supervision, a
+    labeled-voxel term, is counted with them since the supervised-only row does not have it. ``contrastive_share``
+    is the part of the step with contrast that the defaults save: its loss, the reliability masks it reads and the
+    backward pass through the projection heads, which no other term uses. Then each term alone (its forward +
+    backward on fixed network outputs, called as the objective calls it, the optional terms included), interleaved.
 
     Returns:
         the JSON object printed last.
@@ -63,9 +64,9 @@ def run_losses(
     method = build_method(dev, overrides)
     network, optimizer, full = method.network, method.optimizer, method.objective
     supervised = build_objective(dev, overrides, [SUPERVISED_OVERLAY])
-    no_contrastive = build_objective(dev, overrides, [NO_CONTRASTIVE_OVERLAY])
+    with_contrastive = build_objective(dev, overrides, [WITH_CONTRASTIVE_OVERLAY])
     # the optional terms, timed alone even where the defaults switch them off
-    optional = build_objective(dev, overrides, [WITH_KL_OVERLAY, WITH_ENTROPY_FILTER_OVERLAY])
+    optional = build_objective(dev, overrides, [WITH_KL_OVERLAY, WITH_ENTROPY_FILTER_OVERLAY, WITH_CONTRASTIVE_OVERLAY])
     labeled = batch_to(make_batch(labeled_batch, patch_t), dev)
     image_u = make_batch(unlabeled_batch, patch_t, labeled=False)["image"].to(dev)
     image_l, label = labeled["image"], labeled["label"]
@@ -85,7 +86,7 @@ def run_losses(
             "supervised_labeled_forward": step(image_l, supervised),
             "supervised_same_forward": step(image_all, supervised),
             "all_terms": step(image_all, full),
-            "all_terms_except_contrastive": step(image_all, no_contrastive),
+            "all_terms_with_contrastive": step(image_all, with_contrastive),
         },
         repeats,
     )
@@ -99,13 +100,15 @@ def run_losses(
         report.add(f"step_ratio_all_terms_vs_{baseline}", t["all_terms"] / t[baseline], "x")
     share = (t["all_terms"] - t["supervised_same_forward"]) / t["all_terms"]
     report.add("unlabeled_terms_share", share, "fraction", goal="<= 0.10")
-    contrastive_share = (t["all_terms"] - t["all_terms_except_contrastive"]) / t["all_terms"]
+    t_contrast = t["all_terms_with_contrastive"]
+    contrastive_share = (t_contrast - t["all_terms"]) / t_contrast
     report.add("contrastive_share", contrastive_share, "fraction")
     for name, values in terms.items():
         report.add(f"loss_time_{name}", median(values), "s", samples=values)
-    extra = ["reliability_masks", "cps", "consistency", "contrastive", "cross_reliable"]
-    extra += ["kl"] if full.kl_uncertainty is not None else []  # the terms the bundle's objective has
-    extra += ["entropy_filter"] if full.entropy_filter is not None else []
+    optional_terms = {"kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter}
+    optional_terms["contrastive"] = full.contrastive_a
+    extra = ["cps", "consistency", "cross_reliable"] + [name for name, t in optional_terms.items() if t is not None]
+    extra += ["reliability_masks"] if full.entropy_filter is not None or full.contrastive_a is not None else []
     report.add("loss_time_sum_of_extra_terms", sum(median(terms[k]) for k in extra), "s")
     sgd = optimizer.defaults
     report.config = run_config(
@@ -129,10 +132,11 @@ def run_losses(
         "share = (t_all_terms - t_supervised_same_forward) / t_all_terms: both steps run the network on the same "
         "labeled+unlabeled batch, so the difference is the loss terms (cross-reliable supervision included).",
         "loss_time_*: forward + backward of each term alone on fixed network outputs; reliability_masks is the "
-        "entropy/percentile computation that entropy_filter and contrastive share (forward only, no gradient).",
+        "entropy/percentile computation that entropy_filter and contrastive share (forward only, no gradient); "
+        "sum_of_extra_terms counts the terms the bundle's objective has (and the masks where one of them reads them).",
         "the step difference can exceed the sum of the loss_time_* terms: with the contrastive term on, the backward "
-        "pass also runs through both projection heads (1x1x1 convolutions at full resolution), which the "
-        "supervised-only step skips; contrastive_share measures that.",
+        "pass also runs through both projection heads (1x1x1 convolutions at full resolution), which a step without "
+        "it skips; contrastive_share measures that.",
     ]
     return report.print()
 
@@ -150,12 +154,13 @@ def _time_each_term(
 ) -> dict[str, list[float]]:
     """Each term alone on fixed outputs (leaves that require grad, sliced as the objective slices them), interleaved.
 
-    ``optional`` is the objective with the terms the defaults may switch off (KL, the entropy filter) on."""
+    ``optional`` is the objective with the terms the defaults may switch off (KL, the entropy filter, prototype
+    contrast) on."""
     network.train()
     with torch.no_grad():
         fixed = {k: v.float() for k, v in network(image_all).items()}
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in fixed.items()}
-    head_a, head_b = full.contrastive_a, full.contrastive_b
+    head_a, head_b = optional.contrastive_a, optional.contrastive_b
     kl_term, filter_term = optional.kl_uncertainty, optional.entropy_filter
 
     def masks_of(z_a: torch.Tensor, z_b: torch.Tensor) -> ReliabilityMasks:
