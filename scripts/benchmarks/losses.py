@@ -105,10 +105,9 @@ def run_losses(
     report.add("contrastive_share", contrastive_share, "fraction")
     for name, values in terms.items():
         report.add(f"loss_time_{name}", median(values), "s", samples=values)
-    optional_terms = {"kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter}
-    optional_terms["contrastive"] = full.contrastive_a
-    extra = ["cps", "consistency", "cross_reliable"] + [name for name, t in optional_terms.items() if t is not None]
-    extra += ["reliability_masks"] if full.entropy_filter is not None or full.contrastive_a is not None else []
+    has = {"kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter, "contrastive": full.contrastive_a}
+    extra = ["cps", "consistency", "cross_reliable"] + [name for name, term in has.items() if term is not None]
+    extra += ["reliability_masks"] if {"entropy_filter", "contrastive"} & set(extra) else []  # what reads them
     report.add("loss_time_sum_of_extra_terms", sum(median(terms[k]) for k in extra), "s")
     sgd = optimizer.defaults
     report.config = run_config(
