@@ -19,15 +19,16 @@ UNLABELED_TERMS = ("cps", "entropy_filter", "kl", "consistency", "contrastive")
 
 
 def full_objective(**kwargs) -> DualNetworkObjective:
-    return DualNetworkObjective(
-        cross_pseudo=CrossPseudoSupervisionLoss(),
-        entropy_filter=EntropyFilteredLoss(),
-        kl_uncertainty=KLUncertaintyLoss(),
-        consistency=PredictionConsistencyLoss(),
-        contrastive=PrototypeContrastiveLoss(num_classes=2, temperature=0.1),
-        cross_reliable=CrossReliableSupervisionLoss(threshold=0.6),
-        **kwargs,
-    )
+    """Every term on; ``kwargs`` override a term (``None`` switches it off) or set another argument."""
+    terms = {
+        "cross_pseudo": CrossPseudoSupervisionLoss(),
+        "entropy_filter": EntropyFilteredLoss(),
+        "kl_uncertainty": KLUncertaintyLoss(),
+        "consistency": PredictionConsistencyLoss(),
+        "contrastive": PrototypeContrastiveLoss(num_classes=2, temperature=0.1),
+        "cross_reliable": CrossReliableSupervisionLoss(threshold=0.6),
+    }
+    return DualNetworkObjective(**{**terms, **kwargs})
 
 
 def fake_outputs(n: int = 4, size: int = 6, feat: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -185,6 +186,21 @@ def test_trains_both_feature_maps_says_which_features_get_gradient(objective: Du
     objective(outputs, labels(), iteration=0)["loss"].backward()
     both = all(outputs[k].grad is not None and outputs[k].grad.abs().sum() > 0 for k in ("features_a", "features_b"))
     assert objective.trains_both_feature_maps == both
+
+
+@pytest.mark.parametrize(
+    "objective, reads",
+    [
+        (full_objective(), True),
+        (full_objective(entropy_filter=None), True),  # prototype contrast alone reads them
+        (full_objective(contrastive=None), True),  # the entropy filter alone reads them
+        (full_objective(entropy_filter=None, contrastive=None), False),
+        (DualNetworkObjective(cross_pseudo=CrossPseudoSupervisionLoss()), False),
+    ],
+)
+def test_reliability_masks_are_computed_only_where_a_term_reads_them(objective: DualNetworkObjective, reads: bool):
+    out = objective(fake_outputs(), labels(), iteration=0)
+    assert objective.reads_reliability_masks == reads == ("reliable_fraction" in out)
 
 
 def test_class_balanced_reliability_gives_the_contrastive_term_a_foreground_prototype() -> None:

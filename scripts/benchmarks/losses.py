@@ -107,7 +107,7 @@ def run_losses(
         report.add(f"loss_time_{name}", median(values), "s", samples=values)
     has = {"kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter, "contrastive": full.contrastive_a}
     extra = ["cps", "consistency", "cross_reliable"] + [name for name, term in has.items() if term is not None]
-    extra += ["reliability_masks"] if {"entropy_filter", "contrastive"} & set(extra) else []  # what reads them
+    extra += ["reliability_masks"] if full.reads_reliability_masks else []
     report.add("loss_time_sum_of_extra_terms", sum(median(terms[k]) for k in extra), "s")
     sgd = optimizer.defaults
     report.config = run_config(

@@ -154,6 +154,12 @@ class DualNetworkObjective(nn.Module):
         return self.contrastive_a is not None and self.teacher_mode == "symmetric"
 
     @property
+    def reads_reliability_masks(self) -> bool:
+        """Whether a term reads the reliability masks (the entropy filter, prototype contrast); without one the
+        objective does not compute them."""
+        return self.entropy_filter is not None or self.contrastive_a is not None
+
+    @property
     def needs_teacher_pass(self) -> bool:
         """Whether ``forward`` needs ``teacher_logits`` of the unlabeled items (a ``pseudo_label_pass`` but "train")."""
         return self.pseudo_label_pass != "train" and self.uses_unlabeled
@@ -247,7 +253,7 @@ class DualNetworkObjective(nn.Module):
         t_a, t_b = (u_a, u_b) if teacher is None else (teacher["a"], teacher["b"])
         stats: dict[str, torch.Tensor] = {}
         masks: ReliabilityMasks | None = None
-        if self.entropy_filter is not None or self.contrastive_a is not None:
+        if self.reads_reliability_masks:
             q = self.reliability.percentile_at(iteration)
             masks = self.reliability(torch.softmax(t_a.detach(), 1), torch.softmax(t_b.detach(), 1), iteration)
             self.masks = masks
