@@ -293,9 +293,16 @@ def _jsonable(overrides: dict) -> dict:
     return json.loads(json.dumps(overrides, default=str))
 
 
+#: the keys of ``run.json`` that say what a run trained; other keys are notes (``relabelled_from``: the row a run was
+#: made as, before a default change made its configuration another row's) and are left out of every comparison
+RUN_KEYS = ("row", "budget", "seed", "overrides", "config", "protocol")
+
+
 def _settings(run_dir: Path) -> dict | None:
     path = run_dir / "run.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return {key: value for key, value in json.loads(path.read_text()).items() if key in RUN_KEYS}
 
 
 def collect_runs(output_dir: Path, overrides: dict) -> dict:

@@ -73,6 +73,18 @@ def test_a_run_directory_is_not_reused_for_other_settings(tmp_path: Path) -> Non
         quality._run_one(tmp_path / "full_l4_s0", "full", 4, 0, tmp_path, 1, {})
 
 
+def test_a_relabelled_run_is_reused_and_tabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a run made as another row whose merged configuration is now this row's: its run.json says so in a note
+    _fake_run(tmp_path, "full_l4_s0", "full", 4, 0, {}, 0.7)
+    settings = json.loads((tmp_path / "full_l4_s0" / "run.json").read_text())
+    note = {"relabelled_from": "no_consistency (LA bundle 0.4.7)"}
+    (tmp_path / "full_l4_s0" / "run.json").write_text(json.dumps({**settings, **note}))
+    monkeypatch.setattr(quality.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    run_dir = tmp_path / "full_l4_s0"
+    assert quality._run_one(run_dir, "full", 4, 0, tmp_path, 1, {}) == run_dir / "summary.json"
+    assert quality.collect_runs(tmp_path, {})["full"][4][0]["dice"] == 0.7
+
+
 def test_runs_of_an_earlier_configuration_are_neither_reused_nor_tabled(tmp_path: Path) -> None:
     # a run made before a default or the row's overlay changed (another digest of the merged configs)
     _fake_run(tmp_path, "full_l4_s0", "full", 4, 0, {}, 0.1, config="0123456789ab")
