@@ -78,9 +78,9 @@ def test_overlays_only_touch_top_level_keys_of_train_json() -> None:
 
 
 #: the terms train.json switches off: KL since bundle 0.4.5, the entropy filter since LA 0.4.6 (pancreas, BraTS 0.4.5),
-#: prototype contrast since LA 0.4.7 (pancreas, BraTS 0.4.6)
+#: prototype contrast since LA 0.4.7 (pancreas, BraTS 0.4.6), prediction consistency since LA 0.4.8 (the others 0.4.7)
 CONTRAST = {"contrastive_a", "contrastive_b"}
-DEFAULT_OFF = {"entropy_filter", "kl_uncertainty"} | CONTRAST
+DEFAULT_OFF = {"entropy_filter", "kl_uncertainty", "consistency"} | CONTRAST
 
 
 @pytest.mark.parametrize(
@@ -90,8 +90,8 @@ DEFAULT_OFF = {"entropy_filter", "kl_uncertainty"} | CONTRAST
         ("with_kl", DEFAULT_OFF - {"kl_uncertainty"}),
         ("with_entropy_filter", DEFAULT_OFF - {"entropy_filter"}),
         ("with_contrastive", DEFAULT_OFF - CONTRAST),
+        ("with_consistency", DEFAULT_OFF - {"consistency"}),
         ("no_cross_pseudo", DEFAULT_OFF | {"cross_pseudo"}),
-        ("no_consistency", DEFAULT_OFF | {"consistency"}),
         ("no_cross_reliable", DEFAULT_OFF | {"cross_reliable"}),
         # the overlays about prototype contrast or the reliability masks it reads switch it on: without a term that
         # reads the masks they would change nothing

@@ -29,6 +29,7 @@ __all__ = [
     "PLAIN_STEP_OVERRIDES",
     "REPO_ROOT",
     "SUPERVISED_OVERLAY",
+    "WITH_CONSISTENCY_OVERLAY",
     "WITH_CONTRASTIVE_OVERLAY",
     "WITH_ENTROPY_FILTER_OVERLAY",
     "WITH_KL_OVERLAY",
@@ -61,6 +62,9 @@ WITH_ENTROPY_FILTER_OVERLAY = "ablation/with_entropy_filter.json"
 
 WITH_CONTRASTIVE_OVERLAY = "ablation/with_contrastive.json"
 """The bundle's method with prototype contrast, off by default since LA bundle 0.4.7."""
+
+WITH_CONSISTENCY_OVERLAY = "ablation/with_consistency.json"
+"""The bundle's method with prediction consistency, off by default since LA bundle 0.4.8."""
 
 PLAIN_STEP_OVERRIDES: dict[str, Any] = {"pseudo_label_pass": "train", "loss#copy_paste": None}
 """What the timed step leaves out of the bundle's defaults: the teaching pass without dropout and the copy-paste mixes.

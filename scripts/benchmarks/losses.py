@@ -12,6 +12,7 @@ from semiseg.losses import ReliabilityMasks
 
 from .builder import (
     SUPERVISED_OVERLAY,
+    WITH_CONSISTENCY_OVERLAY,
     WITH_CONTRASTIVE_OVERLAY,
     WITH_ENTROPY_FILTER_OVERLAY,
     WITH_KL_OVERLAY,
@@ -66,7 +67,8 @@ def run_losses(
     supervised = build_objective(dev, overrides, [SUPERVISED_OVERLAY])
     with_contrastive = build_objective(dev, overrides, [WITH_CONTRASTIVE_OVERLAY])
     # the optional terms, timed alone even where the defaults switch them off
-    optional = build_objective(dev, overrides, [WITH_KL_OVERLAY, WITH_ENTROPY_FILTER_OVERLAY, WITH_CONTRASTIVE_OVERLAY])
+    optional_overlays = [WITH_KL_OVERLAY, WITH_ENTROPY_FILTER_OVERLAY, WITH_CONTRASTIVE_OVERLAY]
+    optional = build_objective(dev, overrides, optional_overlays + [WITH_CONSISTENCY_OVERLAY])
     labeled = batch_to(make_batch(labeled_batch, patch_t), dev)
     image_u = make_batch(unlabeled_batch, patch_t, labeled=False)["image"].to(dev)
     image_l, label = labeled["image"], labeled["label"]
@@ -106,7 +108,8 @@ def run_losses(
     for name, values in terms.items():
         report.add(f"loss_time_{name}", median(values), "s", samples=values)
     has = {"kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter, "contrastive": full.contrastive_a}
-    extra = ["cps", "consistency", "cross_reliable"] + [name for name, term in has.items() if term is not None]
+    has["consistency"] = full.consistency
+    extra = ["cps", "cross_reliable"] + [name for name, term in has.items() if term is not None]
     extra += ["reliability_masks"] if full.reads_reliability_masks else []
     report.add("loss_time_sum_of_extra_terms", sum(median(terms[k]) for k in extra), "s")
     sgd = optimizer.defaults
@@ -154,13 +157,13 @@ def _time_each_term(
     """Each term alone on fixed outputs (leaves that require grad, sliced as the objective slices them), interleaved.
 
     ``optional`` is the objective with the terms the defaults may switch off (KL, the entropy filter, prototype
-    contrast) on."""
+    contrast, prediction consistency) on."""
     network.train()
     with torch.no_grad():
         fixed = {k: v.float() for k, v in network(image_all).items()}
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in fixed.items()}
     head_a, head_b = optional.contrastive_a, optional.contrastive_b
-    kl_term, filter_term = optional.kl_uncertainty, optional.entropy_filter
+    kl_term, filter_term, consistency = optional.kl_uncertainty, optional.entropy_filter, optional.consistency
 
     def masks_of(z_a: torch.Tensor, z_b: torch.Tensor) -> ReliabilityMasks:
         return full.reliability(torch.softmax(z_a[n_l:], 1), torch.softmax(z_b[n_l:], 1), 1)  # the objective's own
@@ -186,7 +189,7 @@ def _time_each_term(
             "cps": term(lambda a, b: full.cross_pseudo(a[n_l:], b[n_l:])),
             "entropy_filter": term(lambda a, b: filter_term(a[n_l:], b[n_l:], masks)),
             "kl": term(lambda a, b: kl_term(a[n_l:], b[n_l:]) + kl_term(b[n_l:], a[n_l:])),
-            "consistency": term(lambda a, b: full.consistency(a[n_l:], b[n_l:])),
+            "consistency": term(lambda a, b: consistency(a[n_l:], b[n_l:])),
             "contrastive": term(
                 lambda a, b: head_a(leaves["features_a"][n_l:], masks.pseudo_label, masks.reliable_a, masks.uncertain)
                 + head_b(leaves["features_b"][n_l:], masks.pseudo_label, masks.reliable_b, masks.uncertain)
