@@ -67,8 +67,10 @@ def run_losses(
     supervised = build_objective(dev, overrides, [SUPERVISED_OVERLAY])
     with_contrastive = build_objective(dev, overrides, [WITH_CONTRASTIVE_OVERLAY])
     # the optional terms, timed alone even where the defaults switch them off
-    optional_overlays = [WITH_KL_OVERLAY, WITH_ENTROPY_FILTER_OVERLAY, WITH_CONTRASTIVE_OVERLAY]
-    optional = build_objective(dev, overrides, optional_overlays + [WITH_CONSISTENCY_OVERLAY])
+    optional_overlays = [
+        WITH_KL_OVERLAY, WITH_ENTROPY_FILTER_OVERLAY, WITH_CONTRASTIVE_OVERLAY, WITH_CONSISTENCY_OVERLAY
+    ]  # fmt: skip
+    optional = build_objective(dev, overrides, optional_overlays)
     labeled = batch_to(make_batch(labeled_batch, patch_t), dev)
     image_u = make_batch(unlabeled_batch, patch_t, labeled=False)["image"].to(dev)
     image_l, label = labeled["image"], labeled["label"]
@@ -107,8 +109,10 @@ def run_losses(
     report.add("contrastive_share", contrastive_share, "fraction")
     for name, values in terms.items():
         report.add(f"loss_time_{name}", median(values), "s", samples=values)
-    has = {"kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter, "contrastive": full.contrastive_a}
-    has["consistency"] = full.consistency
+    has = {
+        "kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter, "contrastive": full.contrastive_a,
+        "consistency": full.consistency,
+    }  # fmt: skip
     extra = ["cps", "cross_reliable"] + [name for name, term in has.items() if term is not None]
     extra += ["reliability_masks"] if full.reads_reliability_masks else []
     report.add("loss_time_sum_of_extra_terms", sum(median(terms[k]) for k in extra), "s")
