@@ -78,9 +78,10 @@ def test_overlays_only_touch_top_level_keys_of_train_json() -> None:
 
 
 #: the terms train.json switches off: KL since bundle 0.4.5, the entropy filter since LA 0.4.6 (pancreas, BraTS 0.4.5),
-#: prototype contrast since LA 0.4.7 (pancreas, BraTS 0.4.6), prediction consistency since LA 0.4.8 (the others 0.4.7)
+#: prototype contrast since LA 0.4.7 (pancreas, BraTS 0.4.6), prediction consistency since LA 0.4.8 (the others 0.4.7),
+#: cross pseudo supervision since LA 0.4.9 (the others 0.4.8)
 CONTRAST = {"contrastive_a", "contrastive_b"}
-DEFAULT_OFF = {"entropy_filter", "kl_uncertainty", "consistency"} | CONTRAST
+DEFAULT_OFF = {"cross_pseudo", "entropy_filter", "kl_uncertainty", "consistency"} | CONTRAST
 
 
 @pytest.mark.parametrize(
@@ -91,7 +92,7 @@ DEFAULT_OFF = {"entropy_filter", "kl_uncertainty", "consistency"} | CONTRAST
         ("with_entropy_filter", DEFAULT_OFF - {"entropy_filter"}),
         ("with_contrastive", DEFAULT_OFF - CONTRAST),
         ("with_consistency", DEFAULT_OFF - {"consistency"}),
-        ("no_cross_pseudo", DEFAULT_OFF | {"cross_pseudo"}),
+        ("with_cross_pseudo", DEFAULT_OFF - {"cross_pseudo"}),
         ("no_cross_reliable", DEFAULT_OFF | {"cross_reliable"}),
         # the overlays about prototype contrast or the reliability masks it reads switch it on: without a term that
         # reads the masks they would change nothing
@@ -129,16 +130,18 @@ def test_perturbed_student_overlay_trains_on_a_perturbed_copy_of_each_unlabeled_
 
 
 @pytest.mark.parametrize(
-    "overlay, copy_paste, pseudo_label_pass, augmentations",
+    "overlay, copy_paste, pseudo_label_pass, augmentations, unlabeled",
     [
-        ("full", True, "no_dropout", 4),
-        ("no_intensity_augmentation", True, "no_dropout", 0),
-        ("no_copy_paste", False, "no_dropout", 4),
-        ("previous_defaults", False, "train", 0),
+        ("full", True, "no_dropout", 4, True),
+        ("no_intensity_augmentation", True, "no_dropout", 0, True),
+        # copy-paste is the defaults' one unlabeled term since CPS went off (LA 0.4.9): without it the run is
+        # supervised training with cross-reliable supervision, and reads no unlabeled volume
+        ("no_copy_paste", False, "no_dropout", 4, False),
+        ("previous_defaults", False, "train", 0, True),
     ],
 )
 def test_defaults_and_their_leave_outs_train(
-    tmp_path, overlay: str, copy_paste: bool, pseudo_label_pass: str, augmentations: int
+    tmp_path, overlay: str, copy_paste: bool, pseudo_label_pass: str, augmentations: int, unlabeled: bool
 ) -> None:
     # with intensity augmentation (the default) the crops' MetaTensors carry per-item transform histories: the
     # copy-paste mixes must not carry them into the batch the trainer slices
@@ -146,7 +149,7 @@ def test_defaults_and_their_leave_outs_train(
     train = ConfigWorkflow(config_file=[TRAIN, DEMO, extra], workflow_type="train", output_dir=str(tmp_path), **TINY)
     train.initialize()
     trainer = train.parser.get_parsed_content("train#trainer")
-    assert (trainer.objective.copy_paste is not None) == copy_paste and trainer.objective.uses_unlabeled
+    assert (trainer.objective.copy_paste is not None) == copy_paste and trainer.objective.uses_unlabeled == unlabeled
     assert trainer.objective.pseudo_label_pass == pseudo_label_pass
     assert len(train.parser.get_parsed_content("intensity_augmentation")) == augmentations
     train.run()

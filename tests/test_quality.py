@@ -134,6 +134,10 @@ def test_the_digest_counts_a_disabled_component_as_null(tmp_path: Path, monkeypa
     (configs / "ablation" / "null_consistency.json").write_text(json.dumps({"loss#consistency": None}))
     assert quality.config_digest("full") == quality.config_digest("null_consistency")
     assert quality.config_digest("with_consistency") != quality.config_digest("full")
+    # and LA 0.4.9 cross pseudo supervision: 0.4.8's no_cross_pseudo runs are 0.4.9's full runs
+    (configs / "ablation" / "null_cps.json").write_text(json.dumps({"loss#cross_pseudo": None}))
+    assert quality.config_digest("full") == quality.config_digest("null_cps")
+    assert quality.config_digest("with_cross_pseudo") != quality.config_digest("full")
     train = json.loads((configs / "train.json").read_text())
     train["loss"]["kl_uncertainty"].pop("_disabled_")  # 0.4.3's train.json: the term on, no flag
     (configs / "train.json").write_text(json.dumps(train))

@@ -31,6 +31,7 @@ __all__ = [
     "SUPERVISED_OVERLAY",
     "WITH_CONSISTENCY_OVERLAY",
     "WITH_CONTRASTIVE_OVERLAY",
+    "WITH_CROSS_PSEUDO_OVERLAY",
     "WITH_ENTROPY_FILTER_OVERLAY",
     "WITH_KL_OVERLAY",
     "BundleMethod",
@@ -65,6 +66,9 @@ WITH_CONTRASTIVE_OVERLAY = "ablation/with_contrastive.json"
 
 WITH_CONSISTENCY_OVERLAY = "ablation/with_consistency.json"
 """The bundle's method with prediction consistency, off by default since LA bundle 0.4.8."""
+
+WITH_CROSS_PSEUDO_OVERLAY = "ablation/with_cross_pseudo.json"
+"""The bundle's method with cross pseudo supervision, off by default since LA bundle 0.4.9."""
 
 PLAIN_STEP_OVERRIDES: dict[str, Any] = {"pseudo_label_pass": "train", "loss#copy_paste": None}
 """What the timed step leaves out of the bundle's defaults: the teaching pass without dropout and the copy-paste mixes.
