@@ -47,6 +47,14 @@ def test_losses_json_line(capsys):
     assert result["config"]["patch"] == [32, 32, 32] and result["config"]["n_filters"] == 2
 
 
+def test_the_timed_objective_reads_the_unlabeled_crops():
+    # else SemiSupervisedTrainer draws no unlabeled batch while the plain loop forwards one: unequal work timed
+    from benchmarks.builder import build_objective
+
+    objective = build_objective(torch.device("cpu"))
+    assert objective.uses_unlabeled and objective.cross_pseudo is not None and objective.copy_paste is None
+
+
 def test_step_json_line_without_memory(capsys):
     bench.run_step(iterations=1, memory=False, **TINY)
     result = _last_json_line(capsys)

@@ -48,7 +48,8 @@ def run_losses(
     see ``builder.py``). Four step variants, interleaved (each: zero_grad, forward, objective, backward, SGD step):
     ``supervised_labeled_forward`` (the bundle's supervised-only row, network on the labeled items only: plain
     supervised training), ``supervised_same_forward`` (the same objective, network on labeled + unlabeled items),
-    ``all_terms`` (the bundle's objective, same forward) and ``all_terms_with_contrastive`` (the objective with
+    ``all_terms`` (the bundle's objective as the benchmarks time it, copy-paste off and CPS on: ``builder.py``'s
+    ``PLAIN_STEP_OVERRIDES``; same forward) and ``all_terms_with_contrastive`` (the objective with
     prototype contrast, off by default since LA bundle 0.4.7). The unlabeled terms' share of the step is
     ``(t_all_terms - t_supervised_same_forward) / t_all_terms`` (goal <= 0.10); cross-reliable supervision, a
     labeled-voxel term, is counted with them since the supervised-only row does not have it. ``contrastive_share``
