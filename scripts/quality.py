@@ -72,7 +72,7 @@ ROW_NAMES = {
     "fully_supervised": "fully supervised bound (all training cases labeled)",
     "weaker_teacher": "full method, weaker-branch teaching",
     "global_percentile": "full method with prototype contrast, batch-wide entropy percentile (as DESIGN.md states it)",
-    "no_cross_reliable": "full method without cross-reliable supervision (copy-paste its one other term)",
+    "no_cross_reliable": "full method without cross-reliable supervision (copy-paste the one term left)",
     "with_cross_pseudo": "full method with cross pseudo supervision (the defaults of bundle 0.4.8)",
     "with_consistency": "full method with prediction consistency",
     "with_contrastive": "full method with prototype contrast",

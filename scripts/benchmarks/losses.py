@@ -113,8 +113,8 @@ def run_losses(
     for name, values in terms.items():
         report.add(f"loss_time_{name}", median(values), "s", samples=values)
     has = {
-        "cps": full.cross_pseudo, "kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter, "contrastive": full.contrastive_a,
-        "consistency": full.consistency,
+        "cps": full.cross_pseudo, "kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter,
+        "contrastive": full.contrastive_a, "consistency": full.consistency,
     }  # fmt: skip
     extra = ["cross_reliable"] + [name for name, term in has.items() if term is not None]
     extra += ["reliability_masks"] if full.reads_reliability_masks else []
