@@ -14,7 +14,6 @@ from .builder import (
     SUPERVISED_OVERLAY,
     WITH_CONSISTENCY_OVERLAY,
     WITH_CONTRASTIVE_OVERLAY,
-    WITH_CROSS_PSEUDO_OVERLAY,
     WITH_ENTROPY_FILTER_OVERLAY,
     WITH_KL_OVERLAY,
     batch_to,
@@ -49,8 +48,8 @@ def run_losses(
     ``supervised_labeled_forward`` (the bundle's supervised-only row, network on the labeled items only: plain
     supervised training), ``supervised_same_forward`` (the same objective, network on labeled + unlabeled items),
     ``all_terms`` (the bundle's objective as the benchmarks time it, copy-paste off and CPS on: ``builder.py``'s
-    ``PLAIN_STEP_OVERRIDES``; same forward) and ``all_terms_with_contrastive`` (the objective with
-    prototype contrast, off by default since LA bundle 0.4.7). The unlabeled terms' share of the step is
+    ``PLAIN_STEP_OVERRIDES`` and ``PLAIN_STEP_OVERLAYS``; same forward) and ``all_terms_with_contrastive`` (the
+    objective with prototype contrast, off by default since LA bundle 0.4.7). The unlabeled terms' share of the step is
     ``(t_all_terms - t_supervised_same_forward) / t_all_terms`` (goal <= 0.10); cross-reliable supervision, a
     labeled-voxel term, is counted with them since the supervised-only row does not have it. ``contrastive_share``
     is the part of the step with contrast that the defaults save: its loss, the reliability masks it reads and the
@@ -70,8 +69,7 @@ def run_losses(
     with_contrastive = build_objective(dev, overrides, [WITH_CONTRASTIVE_OVERLAY])
     # the optional terms, timed alone even where the defaults switch them off
     optional_overlays = [
-        WITH_CROSS_PSEUDO_OVERLAY, WITH_KL_OVERLAY, WITH_ENTROPY_FILTER_OVERLAY, WITH_CONTRASTIVE_OVERLAY,
-        WITH_CONSISTENCY_OVERLAY,
+        WITH_KL_OVERLAY, WITH_ENTROPY_FILTER_OVERLAY, WITH_CONTRASTIVE_OVERLAY, WITH_CONSISTENCY_OVERLAY
     ]  # fmt: skip
     optional = build_objective(dev, overrides, optional_overlays)
     labeled = batch_to(make_batch(labeled_batch, patch_t), dev)
@@ -113,10 +111,10 @@ def run_losses(
     for name, values in terms.items():
         report.add(f"loss_time_{name}", median(values), "s", samples=values)
     has = {
-        "cps": full.cross_pseudo, "kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter,
-        "contrastive": full.contrastive_a, "consistency": full.consistency,
+        "kl": full.kl_uncertainty, "entropy_filter": full.entropy_filter, "contrastive": full.contrastive_a,
+        "consistency": full.consistency,
     }  # fmt: skip
-    extra = ["cross_reliable"] + [name for name, term in has.items() if term is not None]
+    extra = ["cps", "cross_reliable"] + [name for name, term in has.items() if term is not None]
     extra += ["reliability_masks"] if full.reads_reliability_masks else []
     report.add("loss_time_sum_of_extra_terms", sum(median(terms[k]) for k in extra), "s")
     sgd = optimizer.defaults
@@ -163,15 +161,15 @@ def _time_each_term(
 ) -> dict[str, list[float]]:
     """Each term alone on fixed outputs (leaves that require grad, sliced as the objective slices them), interleaved.
 
-    ``optional`` is the objective with the terms the defaults may switch off (CPS, KL, the entropy filter, prototype
-    contrast, prediction consistency) on."""
+    ``optional`` is the objective with the terms the defaults may switch off (KL, the entropy filter, prototype
+    contrast, prediction consistency) on; CPS is on in every timed objective (``builder.py``'s
+    ``PLAIN_STEP_OVERLAYS``)."""
     network.train()
     with torch.no_grad():
         fixed = {k: v.float() for k, v in network(image_all).items()}
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in fixed.items()}
     head_a, head_b = optional.contrastive_a, optional.contrastive_b
     kl_term, filter_term, consistency = optional.kl_uncertainty, optional.entropy_filter, optional.consistency
-    cross_pseudo = optional.cross_pseudo
 
     def masks_of(z_a: torch.Tensor, z_b: torch.Tensor) -> ReliabilityMasks:
         return full.reliability(torch.softmax(z_a[n_l:], 1), torch.softmax(z_b[n_l:], 1), 1)  # the objective's own
@@ -194,7 +192,7 @@ def _time_each_term(
             "supervised": term(lambda a, b: sup_loss(a[:n_l], label) + sup_loss(b[:n_l], label)),
             "cross_reliable": term(lambda a, b: full.cross_reliable(a[:n_l], b[:n_l], label)),
             "reliability_masks": term(masks_of),
-            "cps": term(lambda a, b: cross_pseudo(a[n_l:], b[n_l:])),
+            "cps": term(lambda a, b: full.cross_pseudo(a[n_l:], b[n_l:])),
             "entropy_filter": term(lambda a, b: filter_term(a[n_l:], b[n_l:], masks)),
             "kl": term(lambda a, b: kl_term(a[n_l:], b[n_l:]) + kl_term(b[n_l:], a[n_l:])),
             "consistency": term(lambda a, b: consistency(a[n_l:], b[n_l:])),
