@@ -145,3 +145,26 @@ def test_objective_needs_a_teaching_pass_and_the_mixes() -> None:
     assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
     terms["loss"].backward()
     assert all(mixed_outputs[k].grad.abs().sum() > 0 for k in ("logits_a", "logits_b"))
+
+
+def test_objective_with_copy_paste_alone_reads_no_unlabeled_output() -> None:
+    torch.manual_seed(0)
+    objective = DualNetworkObjective(copy_paste=CopyPasteSupervision(), copy_paste_weight=0.7,
+                                     pseudo_label_pass="no_dropout")
+    assert objective.uses_unlabeled and objective.needs_teacher_pass and not objective.reads_unlabeled_outputs
+    outputs = {k: torch.randn(2, 2, 8, 8, 8, requires_grad=True) for k in ("logits_a", "logits_b")}  # labeled only
+    label = (torch.rand(2, 1, 8, 8, 8) > 0.5).float()
+    teacher = {k: torch.randn(2, 2, 8, 8, 8) for k in ("logits_a", "logits_b")}
+    image = torch.randn(4, 1, 8, 8, 8)
+    mixed = objective.copy_paste.mix(image[:2], label, image[2:], teacher["logits_a"], teacher["logits_b"])
+    mixed_outputs = {k: torch.randn(2, 2, 8, 8, 8, requires_grad=True) for k in ("logits_a", "logits_b")}
+    terms = objective(outputs, label, 0, teacher, (mixed_outputs, mixed))
+    expected = terms["sup_a"] + terms["sup_b"] + 0.7 * terms["copy_paste"]
+    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    terms["loss"].backward()
+    assert all(t[k].grad.abs().sum() > 0 for t in (outputs, mixed_outputs) for k in ("logits_a", "logits_b"))
+    with_cps = DualNetworkObjective(cross_pseudo=CrossPseudoSupervisionLoss(), copy_paste=CopyPasteSupervision(),
+                                    pseudo_label_pass="no_dropout")
+    assert with_cps.reads_unlabeled_outputs
+    with pytest.raises(ValueError, match="hold only the 2 labeled items"):
+        with_cps(outputs, label, 0, teacher, (mixed_outputs, mixed))

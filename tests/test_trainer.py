@@ -217,6 +217,28 @@ def test_copy_paste_mixes_run_in_the_training_forward_after_the_teaching_pass(ti
     assert all(not torch.equal(a, b) for a, b in zip(before, branch_params))  # both branches trained
 
 
+
+def test_copy_paste_alone_trains_on_the_labeled_crops_and_the_mixes_only(tiny_dual_net) -> None:
+    # no term reads the network's output on the unlabeled crops: they reach it through the teaching pass and the mixes
+    labeled, unlabeled = make_batches(1, 2), make_batches(1, 2, labeled=False, seed=3)
+    objective = DualNetworkObjective(copy_paste=CopyPasteSupervision(), pseudo_label_pass="no_dropout")
+    assert objective.uses_unlabeled and not objective.reads_unlabeled_outputs
+    trainer = make_trainer(tiny_dual_net, labeled, unlabeled, objective=objective, iterations=1)
+    forwards, branches = [], []
+    forward, forward_branches = tiny_dual_net.forward, tiny_dual_net.forward_branches
+    tiny_dual_net.forward = lambda x: forwards.append(x.clone()) or forward(x)
+    tiny_dual_net.forward_branches = lambda x: branches.append(x.clone()) or forward_branches(x)
+    branch_params = [*tiny_dual_net.branch_a.parameters(), *tiny_dual_net.branch_b.parameters()]
+    before = [p.detach().clone() for p in branch_params]
+    trainer.run()
+    assert len(branches) == 1 and torch.equal(branches[0], unlabeled[0]["image"])  # the teaching pass
+    assert len(forwards) == 1 and forwards[0].shape[0] == 2 + 2  # labeled crops and mixes, no unlabeled crop
+    assert torch.equal(forwards[0][:2], labeled[0]["image"])
+    mixes = forwards[0][2:]
+    assert ((mixes == unlabeled[0]["image"]) & (mixes != labeled[0]["image"])).any()  # unlabeled voxels, mixed in
+    assert trainer.state.output["copy_paste"] > 0 and "weight_copy_paste" in trainer.state.output
+    assert all(not torch.equal(a, b) for a, b in zip(before, branch_params))  # both branches trained
+
 def test_no_dropout_teaching_pass_with_batch_norm_trains(tiny_dual_net) -> None:
     # the teaching pass restores the batch-norm running statistics in place; it runs before the training forward,
     # so autograd never sees those buffers change after it used them

@@ -27,7 +27,8 @@ def joint_forward(
         network: a ``DualNet`` in training mode (or one wrapped in ``DistributedDataParallel``), returning a dict of
             batch-first tensors (``logits_a``, ``logits_b``, ...).
         image_l: labeled crops, ``(B_l, C_in, *spatial)``.
-        image_u: unlabeled crops as the students see them, ``(B_u, C_in, *spatial)``; None without unlabeled terms.
+        image_u: unlabeled crops as the students see them, ``(B_u, C_in, *spatial)``; None when no term reads the
+            network's output on them (``DualNetworkObjective.reads_unlabeled_outputs``).
         mixed: the copy-paste term's mixes (``CopyPasteSupervision.mix``), ``mixed.image`` ``(B_m, C_in, *spatial)``;
             None without that term. MONAI ``MetaTensor`` inputs are then passed as plain tensors, since per-item
             transform histories cannot follow the mixes.

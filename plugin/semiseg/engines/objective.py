@@ -145,6 +145,14 @@ class DualNetworkObjective(nn.Module):
         return any(t is not None for t in terms)
 
     @property
+    def reads_unlabeled_outputs(self) -> bool:
+        """Whether a term reads the network's output on the unlabeled crops themselves (CPS, entropy filter, KL,
+        consistency, prototype contrast). Copy-paste alone reads only its mixes: the trainer then leaves the crops
+        out of the training forward, as the self-training stage of Bai et al. (CVPR 2023) trains on the mixes only."""
+        terms = (self.cross_pseudo, self.entropy_filter, self.kl_uncertainty, self.consistency, self.contrastive_a)
+        return any(t is not None for t in terms)
+
+    @property
     def trains_both_feature_maps(self) -> bool:
         """Whether every iteration with unlabeled items sends gradient to both ``features_a`` and ``features_b``.
 
@@ -177,7 +185,8 @@ class DualNetworkObjective(nn.Module):
         Args:
             outputs: the training-mode output of ``DualNet``: ``logits_a``, ``logits_b`` (B, C, *spatial) and
                 ``features_a``, ``features_b`` (B, F, *spatial) for a batch whose first ``label.shape[0]`` items are
-                labeled and the rest unlabeled.
+                labeled and the rest unlabeled (only labeled ones when no term reads them, see
+                ``reads_unlabeled_outputs``).
             label: labels of the labeled items, (B_l, 1, *spatial).
             iteration: the trainer's iteration, read by the schedules.
             teacher_logits: with ``pseudo_label_pass="no_dropout"``, ``{"logits_a", "logits_b"}`` (B_u, C, *spatial)
@@ -210,9 +219,18 @@ class DualNetworkObjective(nn.Module):
         total = sum(terms.values())
 
         stats: dict[str, torch.Tensor] = {}
-        if z_a.shape[0] > n_l and self.uses_unlabeled:
-            teacher = self._teacher(z_a[n_l:], z_b[n_l:], teacher_logits)
-            unlabeled_terms, stats = self._unlabeled_terms(outputs, z_a[n_l:], z_b[n_l:], teacher, n_l, terms, iteration)
+        unlabeled_terms: dict[str, torch.Tensor] = {}
+        if self.uses_unlabeled and (z_a.shape[0] > n_l or copy_paste is not None):
+            if self.reads_unlabeled_outputs:
+                if z_a.shape[0] == n_l:
+                    raise ValueError(
+                        "the objective's unlabeled terms read the outputs on the unlabeled crops, but the outputs "
+                        f"hold only the {n_l} labeled items; pass the unlabeled crops to joint_forward."
+                    )
+                teacher = self._teacher(z_a[n_l:], z_b[n_l:], teacher_logits)
+                unlabeled_terms, stats = self._unlabeled_terms(
+                    outputs, z_a[n_l:], z_b[n_l:], teacher, n_l, terms, iteration
+                )
             weights = {"weight_unlabeled": self.unlabeled_weight(iteration), "weight_contrastive": 0.0}
             for name, value in unlabeled_terms.items():
                 weight = weights["weight_unlabeled"]

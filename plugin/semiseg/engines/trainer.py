@@ -44,8 +44,10 @@ class SemiSupervisedTrainer(Trainer):
 
     Each iteration takes the next labeled batch from ``train_data_loader`` (the engine's own data) and the next
     unlabeled batch from ``unlabeled_data_loader`` (cycled on its own, so the two streams need not have the same
-    length), runs the network once on both (and on the copy-paste mixes, with that term), and minimises the
-    objective (see ``DualNetworkObjective``). When no term of the objective learns from unlabeled volumes (the
+    length), runs the network once on what the terms read (the labeled crops, the unlabeled crops when a term reads
+    the network's output on them, the copy-paste mixes with that term), and minimises the objective (see
+    ``DualNetworkObjective``). With copy-paste as the only unlabeled term, the unlabeled crops reach the network
+    through the teaching pass and the mixes only. When no term of the objective learns from unlabeled volumes (the
     supervised baseline), the unlabeled stream is not drawn, so the baseline sees labeled batches only (batch-norm
     statistics included) and costs no unlabeled forward.
 
@@ -281,7 +283,8 @@ class SemiSupervisedTrainer(Trainer):
             mixed = engine.objective.copy_paste.mix(image_l, label_l, image_u, teacher["logits_a"], teacher["logits_b"])
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
-            outputs, copy_paste = joint_forward(engine.network, image_l, unlabeled_input, mixed)
+            students = unlabeled_input if engine.objective.reads_unlabeled_outputs else None  # copy-paste alone: mixes
+            outputs, copy_paste = joint_forward(engine.network, image_l, students, mixed)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         terms = engine.objective(outputs, label_l, engine.state.iteration, teacher, copy_paste)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
