@@ -7,6 +7,7 @@ Usage (from the repository root)::
     python scripts/benchmark.py step_variants [--amp_dtype float16|bfloat16] [--compile True] ...
     python scripts/benchmark.py inference [--volume 80,80,48] [--stride 10,10,2] [--train_iterations 100] ...
     python scripts/benchmark.py data      [--batches 8] [--num_workers 0] [--overrides '{"num_labeled": 4}'] ...
+    python scripts/benchmark.py norm      [--batch 4] [--n_filters 4] [--patch 64,64,32]  (instance norm as built)
     python scripts/benchmark.py quality   --rows supervised,full --seeds 0,1,2 --budgets 2,4   (scripts/quality.py)
     python scripts/benchmark.py quality   --protocol label_limited [--seeds 0,1,2,3,4] [--iterations 1200]  (the same)
     python scripts/benchmark.py alignment --checkpoint RUN/models/model.pt         (scripts/term_alignment.py)
@@ -60,6 +61,7 @@ from benchmarks import (
     run_data,
     run_inference,
     run_losses,
+    run_norm,
     run_step,
     run_step_variants,
 )
@@ -89,6 +91,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "step_variants": run_step_variants,
     "inference": run_inference,
     "data": run_data,
+    "norm": run_norm,
     "memory_probe": memory_probe,
     "quality": run_quality,
     "alignment": run_alignment,

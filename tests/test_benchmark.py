@@ -112,6 +112,17 @@ def test_data_json_line(capsys, tmp_path):
     assert (tmp_path / "phantoms" / "datalist.json").is_file()
 
 
+def test_norm_json_line(capsys):
+    returned = bench.run_norm(repeats=1, rounds=1, batch=1, n_filters=2, patch=16)
+    result = _last_json_line(capsys)
+    assert result == returned and result["benchmark"] == "norm" and result["config"]["built"] == "GroupNorm"
+    figures = {f["name"]: f for f in result["figures"]}
+    assert figures["max_abs_difference"]["value"] < 1e-4 and figures["max_abs_difference"]["met"]
+    assert figures["built_to_instance_norm_3d_ratio"]["value"] > 0
+    assert result["config"]["shapes"] == [[1, 2, 16, 16, 16], [1, 4, 8, 8, 8], [1, 8, 4, 4, 4], [1, 16, 2, 2, 2]]
+    assert "norm" in cli.COMMANDS
+
+
 @pytest.mark.parametrize("size", [(40, 36, 24), (20, 40, 40)])  # larger than the window / one axis smaller (padded)
 def test_reference_loop_matches_monai_sliding_window(size):
     torch.manual_seed(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -42,11 +43,33 @@ def test_group_norm_groups_and_norm_spec():
     assert norm_spec("group", 16) == ("group", {"num_groups": 8})
     assert norm_spec("group", 4) == ("group", {"num_groups": 4})
     assert norm_spec("group", 12) == ("group", {"num_groups": 4})
-    assert norm_spec("instance", 4) == ("instance", {"affine": True})
+    assert norm_spec("instance", 4) == ("group", {"num_groups": 4, "affine": True})  # one group per channel
     assert norm_spec("none", 4) is None
     groups = {m.num_groups for m in VNet(n_filters=4, norm="group").modules() if isinstance(m, torch.nn.GroupNorm)}
     assert groups == {4, 8}  # 4 channels -> 4 groups, 8..64 channels -> 8 groups
 
+
+
+def test_instance_norm_is_group_norm_with_one_group_per_channel_and_loads_instance_norm_checkpoints():
+    # norm="instance" is built as GroupNorm(C, C): InstanceNorm3d's statistics and parameters, faster on CPU
+    torch.manual_seed(0)
+    net = VNet(n_filters=4, norm="instance")
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == m.num_channels and m.affine for m in norms)
+    assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in net.modules())
+    reference = copy.deepcopy(net)
+    for name, module in list(reference.named_modules()):
+        if isinstance(module, torch.nn.GroupNorm):
+            parent, _, attr = name.rpartition(".")
+            setattr(reference.get_submodule(parent), attr, torch.nn.InstanceNorm3d(module.num_channels, affine=True))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    reference.load_state_dict(net.state_dict())  # same keys both ways
+    net.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 1, 32, 32, 16)
+    net.eval(), reference.eval()
+    assert torch.allclose(net(x), reference(x), atol=1e-4)
 
 def test_stage_residual_connection_adds_the_input():
     x = torch.randn(1, 3, 4, 4, 4)

@@ -5,7 +5,7 @@
 - ``builder.py``: the method that is timed, resolved from the LA bundle's ``train.json`` + ``demo.json`` (+ an
   ablation overlay) with MONAI's ``ConfigParser``, so it is the objective users train.
 - ``loops.py`` (engine vs plain training loop), ``memory.py`` (peak memory in a fresh process).
-- one module per command: ``losses``, ``step``, ``step_variants``, ``inference``, ``data``. The ``quality`` and
+- one module per command: ``losses``, ``step``, ``step_variants``, ``inference``, ``data``, ``norm``. The ``quality`` and
   ``alignment`` commands live in ``scripts/quality.py`` and ``scripts/term_alignment.py``.
 """
 
@@ -16,6 +16,7 @@ from .data import run_data
 from .inference import reference_sliding_window, run_inference, scaled_stride
 from .losses import run_losses
 from .memory import memory_probe
+from .norm import run_norm
 from .report import BenchmarkError, BenchmarkReport, CompileError, Figure
 from .step import run_step
 from .step_variants import StepVariant, run_step_variants
@@ -39,6 +40,7 @@ __all__ = [
     "run_inference",
     "run_interleaved",
     "run_losses",
+    "run_norm",
     "run_step",
     "run_step_variants",
     "scaled_stride",
