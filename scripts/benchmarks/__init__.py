@@ -5,8 +5,8 @@
 - ``builder.py``: the method that is timed, resolved from the LA bundle's ``train.json`` + ``demo.json`` (+ an
   ablation overlay) with MONAI's ``ConfigParser``, so it is the objective users train.
 - ``loops.py`` (engine vs plain training loop), ``memory.py`` (peak memory in a fresh process).
-- one module per command: ``losses``, ``step``, ``step_variants``, ``inference``, ``data``, ``norm``. The ``quality`` and
-  ``alignment`` commands live in ``scripts/quality.py`` and ``scripts/term_alignment.py``.
+- one module per command: ``losses``, ``step``, ``step_variants``, ``inference``, ``data``, ``norm``. The
+  ``quality`` and ``alignment`` commands live in ``scripts/quality.py`` and ``scripts/term_alignment.py``.
 """
 
 from __future__ import annotations

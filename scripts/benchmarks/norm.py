@@ -44,8 +44,9 @@ def _pair(channels: int, device: torch.device) -> tuple[nn.Module, nn.Module]:
     return reference, built
 
 
-def _forward_backward(layers: Sequence[nn.Module], inputs: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
-                      rounds: int) -> None:
+def _forward_backward(
+    layers: Sequence[nn.Module], inputs: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], rounds: int
+) -> None:
     for _ in range(rounds):
         for layer, x, g in zip(layers, inputs, grads):
             layer(x).backward(g)
@@ -107,8 +108,8 @@ def run_norm(
     per_pass = {name: [s / rounds for s in values] for name, values in samples.items()}
     report.add("instance_norm_3d_time", median(per_pass["instance_norm_3d"]), "s", samples=per_pass["instance_norm_3d"])
     report.add("built_time", median(per_pass["built"]), "s", samples=per_pass["built"])
-    report.add("built_to_instance_norm_3d_ratio", median(per_pass["built"]) / median(per_pass["instance_norm_3d"]), "x",
-               goal="<= 1")
+    ratio = median(per_pass["built"]) / median(per_pass["instance_norm_3d"])
+    report.add("built_to_instance_norm_3d_ratio", ratio, "x", goal="<= 1")
     report.add("max_abs_difference", diff, "", goal="<= 1e-4")
     report.config = run_config(
         dev, repeats, 1, built=type(pairs[0][1]).__name__, shapes=[list(s) for s in shapes], rounds=rounds, seed=seed
