@@ -238,20 +238,22 @@ class DualNetworkObjective(nn.Module):
                     weight = weights["weight_contrastive"] = self.contrastive_weight(iteration)
                 total = total + weight * value
             if self.copy_paste is not None:
-                if copy_paste is None:
-                    raise ValueError(
-                        "the objective has a copy-paste term: pass copy_paste=(the network's output on the mixes, "
-                        "the CopyPasteBatch from copy_paste.mix); SemiSupervisedTrainer does."
-                    )
-                mixed_outputs, mixed = copy_paste
                 weight = weights["weight_copy_paste"] = self.copy_paste_weight(iteration)
-                unlabeled_terms["copy_paste"] = self.copy_paste(
-                    mixed_outputs["logits_a"].float(), mixed_outputs["logits_b"].float(), mixed
-                )
+                unlabeled_terms["copy_paste"] = self._copy_paste_term(copy_paste)
                 total = total + weight * unlabeled_terms["copy_paste"]
             terms.update(unlabeled_terms)
             stats.update({k: torch.tensor(float(v), device=z_a.device) for k, v in weights.items()})
         return {"loss": total, **terms, **stats}
+
+    def _copy_paste_term(self, copy_paste: tuple[dict[str, torch.Tensor], CopyPasteBatch] | None) -> torch.Tensor:
+        """The copy-paste term on the network's output on the mixes (``logits_a``, ``logits_b``, (B_m, C, *spatial))."""
+        if copy_paste is None:
+            raise ValueError(
+                "the objective has a copy-paste term: pass copy_paste=(the network's output on the mixes, "
+                "the CopyPasteBatch from copy_paste.mix); SemiSupervisedTrainer does."
+            )
+        mixed_outputs, mixed = copy_paste
+        return self.copy_paste(mixed_outputs["logits_a"].float(), mixed_outputs["logits_b"].float(), mixed)
 
     def _unlabeled_terms(
         self,
