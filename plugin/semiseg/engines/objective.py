@@ -133,16 +133,8 @@ class DualNetworkObjective(nn.Module):
 
     @property
     def uses_unlabeled(self) -> bool:
-        """Whether any term learns from unlabeled volumes."""
-        terms = (
-            self.cross_pseudo,
-            self.entropy_filter,
-            self.kl_uncertainty,
-            self.consistency,
-            self.contrastive_a,
-            self.copy_paste,
-        )
-        return any(t is not None for t in terms)
+        """Whether any term learns from unlabeled volumes: one that reads the outputs on them, or copy-paste."""
+        return self.reads_unlabeled_outputs or self.copy_paste is not None
 
     @property
     def reads_unlabeled_outputs(self) -> bool:
