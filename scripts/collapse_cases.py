@@ -85,12 +85,14 @@ def _case_name(entry: dict) -> str:
 
 
 def _protocol_runs(output_dir: Path, budget: int) -> list[dict]:
-    """The records of ``collect_runs`` at ``budget``, each with its ``row``; the runs must share their overrides."""
-    runs_json = output_dir.glob("*/run.json")
-    settings = {json.dumps(json.loads(p.read_text())["overrides"], sort_keys=True) for p in runs_json}
+    """The records of ``collect_runs`` at ``budget``, each with its ``row``; the runs must share their overrides and
+    their test split."""
+    runs_json = [json.loads(p.read_text()) for p in output_dir.glob("*/run.json")]
+    settings = {json.dumps([r["overrides"], r.get("test_cases")], sort_keys=True) for r in runs_json}
     if len(settings) != 1:
-        raise ValueError(f"{output_dir}: the runs must share one set of overrides; {len(settings)} found.")
-    results = collect_runs(output_dir, json.loads(settings.pop()))
+        raise ValueError(f"{output_dir}: the runs must share one set of overrides and test split; {len(settings)} found.")
+    overrides, test_cases = json.loads(settings.pop())
+    results = collect_runs(output_dir, overrides, test_cases)
     return [dict(r, row=row) for row, per_budget in results.items() for r in per_budget.get(budget, [])]
 
 

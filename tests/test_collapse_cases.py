@@ -100,7 +100,7 @@ def test_collapse_needs_both_groups_and_the_dataset(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="datalist.json"):
         collapse_cases.run_collapse_cases(str(root), phantom_dir=str(tmp_path / "nowhere"))
     _write_run(root, "cps", 0, {"dim": 0.8, "bright": 0.1}, {"iterations": 20})  # another protocol's run
-    with pytest.raises(ValueError, match="one set of overrides; 2 found"):
+    with pytest.raises(ValueError, match="one set of overrides and test split; 2 found"):
         collapse_cases.run_collapse_cases(str(root))
     (root / "cps_l2_s0" / "run.json").unlink()
     (root / "phantoms" / "images" / "bright.nii.gz").unlink()

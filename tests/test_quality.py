@@ -4,6 +4,7 @@ import ast
 import importlib.util
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -252,8 +253,8 @@ def test_case_swings_pair_each_validation_case_with_the_reference_of_its_seed(tm
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
-def test_protocol_runs_score_the_final_checkpoint_on_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    commands: list[list[str]] = []
+def _finishing_subprocess(commands: list[list[str]]) -> Callable[..., object]:
+    """A stand-in for ``subprocess.run`` that records each command and writes a summary into its output_dir."""
 
     def fake_subprocess_run(cmd: list, stdout: object, stderr: object, env: dict, cwd: object) -> object:
         commands.append(cmd)
@@ -261,7 +262,12 @@ def test_protocol_runs_score_the_final_checkpoint_on_validation(tmp_path: Path, 
         (out / "summary.json").write_text(json.dumps({"metrics": {"dice_la": {"mean": 0.5}, "hd95_monai_mm_la": {"mean": 3.0}}}))
         return type("Done", (), {"returncode": 0})()
 
-    monkeypatch.setattr(quality.subprocess, "run", fake_subprocess_run)
+    return fake_subprocess_run
+
+
+def test_protocol_runs_score_the_final_checkpoint_on_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commands: list[list[str]] = []
+    monkeypatch.setattr(quality.subprocess, "run", _finishing_subprocess(commands))
     run_dir = tmp_path / "full_l4_s0"
     quality._run_one(run_dir, "full", 4, 0, tmp_path / "phantoms", 1, {"iterations": 8}, protocol="label_limited")
     assert len(commands) == 2
@@ -273,7 +279,8 @@ def test_protocol_runs_score_the_final_checkpoint_on_validation(tmp_path: Path, 
     quality._run_one(run_dir, "full", 4, 0, tmp_path / "phantoms", 1, {"iterations": 8}, protocol="label_limited")
     assert len(commands) == 2
     (run_dir / "validation" / "summary.json").write_text(json.dumps({"metrics": {"dice_la": {"mean": 0.4}, "hd95_monai_mm_la": {"mean": 2.0}}}))
-    assert quality.collect_runs(tmp_path, {"iterations": 8})["full"][4][0]["val_dice"] == 0.4
+    num_test = quality.PROTOCOLS["label_limited"]["num_test"]
+    assert quality.collect_runs(tmp_path, {"iterations": 8}, num_test)["full"][4][0]["val_dice"] == 0.4
 
 
 def test_unknown_protocol_is_refused() -> None:
@@ -338,3 +345,21 @@ def test_gap_closed_divides_by_the_bound_named() -> None:
     assert rows["fully_supervised+no_intensity_augmentation"].endswith("| 20% |")  # 0.05 of 0.25
     table = quality.protocol_table(results, [2], reference, "fully_supervised+no_intensity_augmentation")
     assert "| fully supervised bound, without intensity augmentation | test |" in table
+
+
+def test_protocol_runs_record_their_test_split_and_never_mix_with_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quality.subprocess, "run", _finishing_subprocess([]))
+    run_dir = tmp_path / "full_l2_s0"
+    quality._run_one(run_dir, "full", 2, 0, tmp_path / "phantoms", 1, {"iterations": 8}, protocol="label_limited")
+    num_test = quality.PROTOCOLS["label_limited"]["num_test"]
+    assert json.loads((run_dir / "run.json").read_text())["test_cases"] == num_test == 96
+    assert [r["dice"] for r in quality.collect_runs(tmp_path, {"iterations": 8}, num_test)["full"][2]] == [0.5]
+    assert quality.collect_runs(tmp_path, {"iterations": 8}) == {}  # not a demo-regime run
+    # a run scored on the earlier 24-case split: neither tabled with the 96-case runs nor reused
+    settings = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**settings, "test_cases": 24}))
+    assert quality.collect_runs(tmp_path, {"iterations": 8}, num_test) == {}
+    with pytest.raises(RuntimeError, match="'test_cases' differs"):
+        quality._run_one(run_dir, "full", 2, 0, tmp_path / "phantoms", 1, {"iterations": 8}, protocol="label_limited")
