@@ -23,7 +23,7 @@ Usage::
     python scripts/benchmark.py quality --rows supervised,full --seeds 0,1,2 --budgets 4 --output_dir output/quality
 
 ``--protocol label_limited`` runs the label-limited benchmark instead (see ``PROTOCOLS``): the ``la_varied``
-phantoms (40 training, 24 validation, 24 test cases; the test cases from their own phantom seed), longer runs with
+phantoms (40 training, 24 validation, 96 test cases; the test cases from their own phantom seed), longer runs with
 the bundle's own learning-rate step and unlabeled-weight ramp in proportion to their length
 (:func:`bundle_schedule`), and a table of per-seed values, mean, std and the paired difference of each row against
 supervised-only with its standard error, on validation (the cases every choice is made on) and on test (read once
