@@ -90,7 +90,9 @@ def _protocol_runs(output_dir: Path, budget: int) -> list[dict]:
     runs_json = [json.loads(p.read_text()) for p in output_dir.glob("*/run.json")]
     settings = {json.dumps([r["overrides"], r.get("test_cases")], sort_keys=True) for r in runs_json}
     if len(settings) != 1:
-        raise ValueError(f"{output_dir}: the runs must share one set of overrides and test split; {len(settings)} found.")
+        raise ValueError(
+            f"{output_dir}: the runs must share one set of overrides and test split; {len(settings)} found."
+        )
     overrides, test_cases = json.loads(settings.pop())
     results = collect_runs(output_dir, overrides, test_cases)
     return [dict(r, row=row) for row, per_budget in results.items() for r in per_budget.get(budget, [])]
