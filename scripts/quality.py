@@ -73,6 +73,7 @@ ROW_NAMES = {
     "weaker_teacher": "full method, weaker-branch teaching",
     "global_percentile": "full method with prototype contrast, batch-wide entropy percentile (as DESIGN.md states it)",
     "no_cross_reliable": "full method without cross-reliable supervision (copy-paste the one term left)",
+    "no_unlabeled_volumes": "full method, its unlabeled crops cut from the labeled cases' images (no other volume read)",
     "with_cross_pseudo": "full method with cross pseudo supervision (the defaults of bundle 0.4.8)",
     "with_consistency": "full method with prediction consistency",
     "with_contrastive": "full method with prototype contrast",

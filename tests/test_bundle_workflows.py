@@ -94,6 +94,7 @@ DEFAULT_OFF = {"cross_pseudo", "entropy_filter", "kl_uncertainty", "consistency"
         ("with_consistency", DEFAULT_OFF - {"consistency"}),
         ("with_cross_pseudo", DEFAULT_OFF - {"cross_pseudo"}),
         ("no_cross_reliable", DEFAULT_OFF | {"cross_reliable"}),
+        ("no_unlabeled_volumes", DEFAULT_OFF),  # the defaults' terms; only where the unlabeled crops come from changes
         # the overlays about prototype contrast or the reliability masks it reads switch it on: without a term that
         # reads the masks they would change nothing
         ("strong_contrastive", DEFAULT_OFF - CONTRAST),
@@ -125,6 +126,24 @@ def test_perturbed_student_overlay_trains_on_a_perturbed_copy_of_each_unlabeled_
     student, image = item[STUDENT_VIEW_KEY], item["image"]
     assert student.shape == image.shape and not torch.allclose(student, image)
     assert STUDENT_VIEW_KEY not in train.parser.get_parsed_content("train#dataset")[0]  # labeled crops: one view
+    train.run()
+    assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]
+
+
+def test_no_unlabeled_volumes_overlay_cuts_the_unlabeled_crops_from_the_labeled_images_only(tmp_path) -> None:
+    # the control of the label-limited protocol: every term of the defaults runs, but no volume beyond the labeled
+    # cases is read, so a gain it keeps is the terms' own (mixing, regularising), not the unlabeled volumes'
+    overlay = str(CONFIGS / "ablation" / "no_unlabeled_volumes.json")
+    train = ConfigWorkflow(config_file=[TRAIN, DEMO, overlay], workflow_type="train", output_dir=str(tmp_path), **TINY)
+    train.initialize()
+    labeled = train.parser.get_parsed_content("train#dataset#data")
+    unlabeled = train.parser.get_parsed_content("train#unlabeled_dataset#data")
+    assert len(labeled) == TINY["num_labeled"]
+    assert unlabeled == [{"image": case["image"]} for case in labeled]
+    with_volumes = ConfigWorkflow(config_file=[TRAIN, DEMO], workflow_type="train", output_dir=str(tmp_path), **TINY)
+    with_volumes.initialize()
+    others = {case["image"] for case in with_volumes.parser.get_parsed_content("train#unlabeled_dataset#data")}
+    assert others and not others & {case["image"] for case in labeled}  # the defaults read other volumes
     train.run()
     assert train.parser.get_parsed_content("train#trainer").state.iteration == TINY["iterations"]
 
