@@ -12,6 +12,8 @@ Usage (from the repository root)::
     python scripts/benchmark.py quality   --protocol label_limited [--seeds 0,1,2,3,4] [--iterations 1200]  (the same)
     python scripts/benchmark.py alignment --checkpoint RUN/models/model.pt         (scripts/term_alignment.py)
     python scripts/benchmark.py collapse  --output_dir output/label_limited       (scripts/collapse_cases.py)
+    python scripts/benchmark.py subgroups --output_dir output/label_limited_96 --row full \
+        --reference no_unlabeled_volumes [--split test]                           (scripts/brightness_subgroups.py)
 
 Every command runs the variants it compares in one process, interleaved (A, B, A, B, ...), after one warm-up
 round, and reports the median over ``--repeats`` rounds. It prints a table and ends with one JSON line::
@@ -65,6 +67,7 @@ from benchmarks import (
     run_step,
     run_step_variants,
 )
+from brightness_subgroups import run_brightness_subgroups
 from collapse_cases import run_collapse_cases
 from quality import run_quality
 from term_alignment import run_alignment
@@ -96,9 +99,10 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "quality": run_quality,
     "alignment": run_alignment,
     "collapse": run_collapse_cases,
+    "subgroups": run_brightness_subgroups,
 }
-"""The commands by name; ``quality``, ``alignment`` and ``collapse`` are ``scripts/quality.py``,
-``scripts/term_alignment.py`` and ``scripts/collapse_cases.py``."""
+"""The commands by name; ``quality``, ``alignment``, ``collapse`` and ``subgroups`` are ``scripts/quality.py``,
+``scripts/term_alignment.py``, ``scripts/collapse_cases.py`` and ``scripts/brightness_subgroups.py``."""
 
 
 def main() -> None:

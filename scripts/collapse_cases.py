@@ -98,6 +98,15 @@ def _protocol_runs(output_dir: Path, budget: int) -> list[dict]:
     return [dict(r, row=row) for row, per_budget in results.items() for r in per_budget.get(budget, [])]
 
 
+def _protocol_dataset(output_dir: str, phantom_dir: str | None) -> tuple[Path, dict]:
+    """The dataset folder of a protocol's runs (``phantom_dir``, else ``<output_dir>/phantoms``) and its datalist."""
+    root = Path(phantom_dir) if phantom_dir is not None else Path(output_dir) / "phantoms"
+    datalist = root / "datalist.json"
+    if not datalist.is_file():
+        raise FileNotFoundError(f"{datalist} is missing; pass phantom_dir, the dataset the runs were trained on.")
+    return root, json.loads(datalist.read_text())
+
+
 def _case_row(entry: dict, root: Path, groups: dict[str, list[dict]]) -> dict:
     name = _case_name(entry)
     means = {group: float(np.mean([r["val_cases"][name] for r in runs])) for group, runs in groups.items() if runs}
@@ -145,11 +154,7 @@ def run_collapse_cases(
     """
     if not 0 < collapse_below < 1:
         raise ValueError(f"collapse_below must be in (0, 1), got {collapse_below}.")
-    root = Path(phantom_dir) if phantom_dir is not None else Path(output_dir) / "phantoms"
-    datalist = root / "datalist.json"
-    if not datalist.is_file():
-        raise FileNotFoundError(f"{datalist} is missing; pass phantom_dir, the dataset the runs were trained on.")
-    lists = json.loads(datalist.read_text())
+    root, lists = _protocol_dataset(output_dir, phantom_dir)
     runs = _protocol_runs(Path(output_dir), budget)
     groups = split_runs(runs, collapse_below, reference)
     if not groups["collapsed"] or not groups["held"]:

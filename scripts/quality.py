@@ -325,7 +325,8 @@ def collect_runs(output_dir: Path, overrides: dict, test_cases: int | None = Non
     Rows come in the order of ``ROWS`` (others after them), records in seed order; ``budget`` is None for the fully
     supervised row. A record is ``{"seed", "dice", "hd95"}`` read from the run's ``summary.json`` (MONAI's HD95),
     with ``"val_dice"`` when the run was also scored on the validation list (``<run>/validation/summary.json``) and
-    ``"val_cases"`` (``{case: Dice}``, from ``<run>/validation/metrics.csv``) where that file exists.
+    ``"val_cases"`` (``{case: Dice}``, from ``<run>/validation/metrics.csv``) where that file exists, and
+    ``"test_case_dice"`` (``{case: Dice}`` of the test list, from ``<run>/metrics.csv``) where that one exists.
     """
     wanted = _jsonable(overrides)
     digests: dict[str, str | None] = {}  # row -> its current config digest, merged once per row
@@ -341,6 +342,9 @@ def collect_runs(output_dir: Path, overrides: dict, test_cases: int | None = Non
         if settings.get("config") != digests[row] or digests[row] is None:
             continue
         record = {"seed": settings["seed"], "dice": _metric(summary, "dice"), "hd95": _metric(summary, "hd95")}
+        per_case = _case_dice(run_json.parent / "metrics.csv")
+        if per_case:
+            record["test_case_dice"] = per_case
         validation = run_json.parent / "validation" / "summary.json"
         if validation.is_file():
             record["val_dice"] = _metric(validation, "dice")
