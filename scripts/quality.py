@@ -253,6 +253,7 @@ def _write_protocol_dataset(spec: dict, phantom_dir: Path, budgets: list[int]) -
         phantom_dir, num_labeled=spec["num_labeled"], num_unlabeled=spec["num_train"] - spec["num_labeled"],
         num_validation=spec["num_validation"], num_test=spec["num_test"], bright_fraction=spec["bright_fraction"],
         threshold=spec["threshold"], seed=spec["phantom_seed"], test_seed=spec["test_seed"], kind=spec["kind"],
+        workers=min(8, os.cpu_count() or 1),
     )  # fmt: skip
 
 

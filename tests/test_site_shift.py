@@ -48,6 +48,15 @@ def test_dataset_draws_each_list_by_site_with_the_labeled_cases_first(tmp_path: 
     assert datalist["site_shift"]["test_seed"] == 2 and datalist["numTraining"] == 6
 
 
+def test_dataset_does_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    one = json.loads(site_shift.write_site_shift_dataset(tmp_path / "one", **SMALL).read_text())
+    two = json.loads(site_shift.write_site_shift_dataset(tmp_path / "two", **SMALL, workers=2).read_text())
+    assert one == two
+    for entry in one["training"] + one["validation"] + one["test"]:
+        arrays = [np.asarray(nib.load(tmp_path / run / entry["image"]).dataobj) for run in ("one", "two")]
+        np.testing.assert_array_equal(*arrays)
+
+
 def test_dataset_is_reused_when_written_and_rewritten_when_asked_otherwise(tmp_path: Path) -> None:
     path = site_shift.write_site_shift_dataset(tmp_path, **SMALL)
     image = tmp_path / json.loads(path.read_text())["training"][0]["image"]
