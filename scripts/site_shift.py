@@ -101,9 +101,11 @@ def draw_split(
     folders = ("imagesTs", "labelsTs") if split == "test" else ("imagesTr", "labelsTr")
     left, entries = dict(quota), []
     draws = _draws(kind, [phantom_case_seed(stream_seed, split, i) for i in range(max_draws)], shape, workers)
-    for index, (case_seed, image, label, affine, brightness) in enumerate(draws):
+    drawn = 0
+    for case_seed, image, label, affine, brightness in draws:
         if not any(left.values()):
             break
+        drawn += 1
         site = "bright" if brightness >= threshold else "dim"
         if not left[site]:
             continue
@@ -114,8 +116,9 @@ def draw_split(
         entries.append({"image": f"{folders[0]}/{name}", "label": f"{folders[1]}/{name}", "site": site,
                         "brightness": round(brightness, 4), "case_seed": case_seed})  # fmt: skip
         if len(entries) % 20 == 0:
-            logger.info("%s: %d of %d cases kept, %d drawn", split, len(entries), sum(quota.values()), index + 1)
+            logger.info("%s: %d of %d cases kept, %d drawn", split, len(entries), sum(quota.values()), drawn)
     draws.close()
+    logger.info("%s: %d cases kept of %d drawn", split, len(entries), drawn)
     if any(left.values()):
         raise ValueError(f"{split}: {max_draws} draws left {left} of the quota {quota} unfilled; raise max_draws.")
     return entries
