@@ -79,12 +79,14 @@ def paired_subgroup(row_runs: list[dict], reference_runs: list[dict], cases: lis
 def _print_table(result: dict) -> None:
     print(f"{result['split']} cases split at target brightness {result['threshold']}; labeled training cases: "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["labeled"].items()))  # fmt: skip
-    print(f"| subgroup | cases | {result['row']} per seed | {result['reference']} per seed | paired diff +- s.e. | wins |")
+    row, reference = result["row"], result["reference"]
+    print(f"| subgroup | cases | {row} per seed | {reference} per seed | paired diff +- s.e. | wins |")
     print("|---|---|---|---|---|---|")
     for name, group in result["subgroups"].items():
-        row = " ".join(f"s{s}:{x:.3f}" for s, x in zip(group["seeds"], group["row"]))
-        ref = " ".join(f"s{s}:{x:.3f}" for s, x in zip(group["seeds"], group["reference"]))
-        print(f"| {name} | {len(result['cases'][name])} | {row} | {ref} | {group['mean']:+.3f} +- {group['se']:.3f} "
+        row_means = " ".join(f"s{s}:{x:.3f}" for s, x in zip(group["seeds"], group["row"]))
+        ref_means = " ".join(f"s{s}:{x:.3f}" for s, x in zip(group["seeds"], group["reference"]))
+        print(f"| {name} | {len(result['cases'][name])} | {row_means} | {ref_means} | "
+              f"{group['mean']:+.3f} +- {group['se']:.3f} "
               f"| {group['wins']}/{len(group['seeds'])} |")  # fmt: skip
 
 

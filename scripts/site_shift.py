@@ -39,7 +39,7 @@ __all__ = ["SITE_SHIFT_VERSION", "split_quota", "draw_split", "write_site_shift_
 logger = logging.getLogger(__name__)
 
 #: bump when the selection rule changes, so that datasets written by an earlier rule are written again
-SITE_SHIFT_VERSION = 1
+SITE_SHIFT_VERSION = 2  # 2: test files numbered after the validation ones (1 reused the training numbers)
 
 
 def split_quota(count: int, bright_fraction: float) -> dict[str, int]:
@@ -174,10 +174,15 @@ def write_site_shift_dataset(
     datalist_path = out / "datalist.json"
     if datalist_path.is_file():
         previous = json.loads(datalist_path.read_text())
-        cases = [e for key in ("training", "validation", "test") for e in previous.get(key, [])]
-        if previous.get("site_shift") == arguments and all((out / e[k]).is_file() for e in cases for k in ("image", "label")):
+        if "site_shift" not in previous:
+            raise ValueError(f"{datalist_path} was not written by write_site_shift_dataset; choose another out_dir.")
+        entries = [e for key in ("training", "validation", "test") for e in previous[key]]
+        files = [out / e[k] for e in entries for k in ("image", "label")]
+        if previous["site_shift"] == arguments and all(f.is_file() for f in files):
             logger.info("site-shift dataset in %s is up to date; nothing to write", out)
             return datalist_path
+        for stale in files:  # another selection's cases: none of them may linger beside the new ones
+            stale.unlink(missing_ok=True)
     start = time.perf_counter()
     quota = split_quota(num_unlabeled, bright_fraction)
     quota["dim"] += num_labeled
@@ -187,8 +192,9 @@ def write_site_shift_dataset(
     training = [training[i] for i in first_dim] + [e for i, e in enumerate(training) if i not in first_dim]
     validation = draw_split(out, "validation", seed, split_quota(num_validation, bright_fraction), threshold, kind,
                             shape, first_number=len(training), workers=workers)  # fmt: skip
+    # numbered after the validation cases: every case's name is unique, as the per-case tables key on it
     test = draw_split(out, "test", test_seed, split_quota(num_test, bright_fraction), threshold, kind, shape,
-                      workers=workers)  # fmt: skip
+                      first_number=len(training) + len(validation), workers=workers)  # fmt: skip
     pairs = {key: [{"image": e["image"], "label": e["label"]} for e in entries]
              for key, entries in (("training", training), ("validation", validation), ("test", test))}  # fmt: skip
     sites = {e["image"]: {k: e[k] for k in ("site", "brightness", "case_seed")} for e in training + validation + test}

@@ -43,6 +43,8 @@ def test_dataset_draws_each_list_by_site_with_the_labeled_cases_first(tmp_path: 
         brightness = _brightness(tmp_path, entry)
         assert brightness == pytest.approx(sites[entry["image"]]["brightness"], abs=1e-3)
         assert (brightness >= 0.9) == (sites[entry["image"]]["site"] == "bright")
+    names = [Path(e["image"]).name for key in ("training", "validation", "test") for e in datalist[key]]
+    assert len(set(names)) == len(names)  # per-case tables key on the file name
     seeds = [sites[e["image"]]["case_seed"] for e in training]
     assert len(set(seeds)) == len(seeds)
     assert datalist["site_shift"]["test_seed"] == 2 and datalist["numTraining"] == 6
@@ -63,8 +65,12 @@ def test_dataset_is_reused_when_written_and_rewritten_when_asked_otherwise(tmp_p
     written = image.stat().st_mtime_ns
     site_shift.write_site_shift_dataset(tmp_path, **SMALL)
     assert image.stat().st_mtime_ns == written
-    changed = json.loads(site_shift.write_site_shift_dataset(tmp_path, **{**SMALL, "bright_fraction": 0.25}).read_text())
+    before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*.nii.gz")}
+    changed = json.loads(site_shift.write_site_shift_dataset(tmp_path, **SMALL, bright_fraction=0.25).read_text())
     assert changed["site_shift"]["bright_fraction"] == 0.25
+    entries = [e for key in ("training", "validation", "test") for e in changed[key]]
+    listed = {Path(e[k]) for e in entries for k in ("image", "label")}
+    assert {p.relative_to(tmp_path) for p in tmp_path.rglob("*.nii.gz")} == listed and len(before) == len(listed)
     assert sorted(changed["sites"][e["image"]]["site"] for e in changed["test"]) == ["bright", "dim", "dim", "dim"]
 
 
@@ -75,6 +81,10 @@ def test_bad_arguments_and_an_unfilled_quota_raise(tmp_path: Path) -> None:
         site_shift.write_site_shift_dataset(tmp_path, **{**SMALL, "num_labeled": 0})
     with pytest.raises(ValueError, match="threshold"):
         site_shift.write_site_shift_dataset(tmp_path, **{**SMALL, "threshold": 0})
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "datalist.json").write_text('{"training": []}')
+    with pytest.raises(ValueError, match="not written by write_site_shift_dataset"):
+        site_shift.write_site_shift_dataset(tmp_path / "other", **SMALL)
     with pytest.raises(ValueError, match="2 draws left"):
         site_shift.draw_split(tmp_path, "test", 0, {"dim": 3, "bright": 3}, 0.9, shape=(32, 32, 24), max_draws=2)
 
