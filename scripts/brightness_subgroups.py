@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from collapse_cases import _brightness, _case_name, _protocol_dataset, _protocol_runs
+from quality import paired_difference
+from semiseg.arguments import check_number
 
 __all__ = ["SPLITS", "split_by_brightness", "paired_subgroup", "run_brightness_subgroups"]
 
@@ -71,9 +73,9 @@ def paired_subgroup(row_runs: list[dict], reference_runs: list[dict], cases: lis
     if not seeds:
         raise ValueError(f"no seed has both rows scored on the subgroup's {len(cases)} cases ({key}).")
     d = np.array(means) - np.array(ref_means)
-    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
-    return {"seeds": seeds, "row": means, "reference": ref_means, "difference": d.tolist(), "mean": float(d.mean()),
-            "se": se, "wins": int((d > 0).sum())}  # fmt: skip
+    mean, se, wins = paired_difference(d)
+    return {"seeds": seeds, "row": means, "reference": ref_means, "difference": d.tolist(), "mean": mean, "se": se,
+            "wins": wins}  # fmt: skip
 
 
 def _print_table(result: dict) -> None:
@@ -117,8 +119,7 @@ def run_brightness_subgroups(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}.")
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0, got {threshold}.")
+    check_number(threshold, "threshold", 0.0, low_open=True)
     root, lists = _protocol_dataset(output_dir, phantom_dir)
     if not lists.get(split):
         raise ValueError(f"{root / 'datalist.json'} has no {split!r} list.")

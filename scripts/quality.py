@@ -479,6 +479,14 @@ def _table(results: dict, budgets: list[int]) -> str:
     return "\n".join(lines)
 
 
+def paired_difference(differences: np.ndarray) -> tuple[float, float, int]:
+    """Mean of per-seed differences (row - reference), its standard error (sample std / sqrt(n); NaN under 2 seeds)
+    and the wins (seeds with a positive difference)."""
+    d = np.asarray(differences, dtype=float)
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return float(d.mean()), se, int((d > 0).sum())
+
+
 def protocol_table(
     results: dict, budgets: list[int], reference: str = "supervised", bound: str = "fully_supervised"
 ) -> str:
@@ -512,9 +520,9 @@ def protocol_table(
                 paired = [s for s in values if s in ref and key in ref[s]]
                 if row != reference and paired:
                     d = np.array([values[s] - ref[s][key] for s in paired])
-                    se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
-                    cells[1] = f"{d.mean():+.3f} +- {se:.3f}"
-                    cells[2] = f"{int((d > 0).sum())}/{d.size}"
+                    mean, se, wins = paired_difference(d)
+                    cells[1] = f"{mean:+.3f} +- {se:.3f}"
+                    cells[2] = f"{wins}/{d.size}"
                     gap = [full[s][key] - ref[s][key] for s in paired if s in full and key in full[s]]
                     if gap and np.mean(gap) > 0 and not is_bound(row):
                         cells[3] = f"{d.mean() / np.mean(gap):.0%}"

@@ -100,11 +100,11 @@ def draw_split(
     """
     folders = ("imagesTs", "labelsTs") if split == "test" else ("imagesTr", "labelsTr")
     left, entries = dict(quota), []
+    if not any(left.values()):
+        return entries
     draws = _draws(kind, [phantom_case_seed(stream_seed, split, i) for i in range(max_draws)], shape, workers)
     drawn = 0
     for case_seed, image, label, affine, brightness in draws:
-        if not any(left.values()):
-            break
         drawn += 1
         site = "bright" if brightness >= threshold else "dim"
         if not left[site]:
@@ -117,6 +117,8 @@ def draw_split(
                         "brightness": round(brightness, 4), "case_seed": case_seed})  # fmt: skip
         if len(entries) % 20 == 0:
             logger.info("%s: %d of %d cases kept, %d drawn", split, len(entries), sum(quota.values()), drawn)
+        if not any(left.values()):
+            break  # no draw past the last case kept
     draws.close()
     logger.info("%s: %d cases kept of %d drawn", split, len(entries), drawn)
     if any(left.values()):
@@ -153,8 +155,8 @@ def write_site_shift_dataset(
         test_seed: dataset seed of the test stream (2: a stream no protocol has read).
         kind: phantom kind.
         shape: volume shape; the kind's default when None.
-        workers: processes drawing cases (8 on a 16-core machine: about 8 min of drawing and writing on one core of
-            this project's CPU machines); the dataset does not depend on it.
+        workers: processes drawing cases (one process took about 8 min for the protocol's set on this project's CPU
+            machines); the dataset does not depend on it.
 
     Returns:
         Path of ``datalist.json``.

@@ -68,7 +68,7 @@ def test_subgroups_reject_bad_arguments(tmp_path: Path) -> None:
     root = _protocol_dir(tmp_path)
     with pytest.raises(ValueError, match="split must be one of"):
         subgroups.run_brightness_subgroups(str(root), split="train")
-    with pytest.raises(ValueError, match="threshold must be > 0"):
+    with pytest.raises(ValueError, match="threshold must be a number > 0"):
         subgroups.run_brightness_subgroups(str(root), threshold=0)
     with pytest.raises(ValueError, match=r"no run of \['supervised'\]"):
         subgroups.run_brightness_subgroups(str(root), reference="supervised")

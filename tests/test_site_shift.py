@@ -74,6 +74,11 @@ def test_dataset_is_reused_when_written_and_rewritten_when_asked_otherwise(tmp_p
     assert sorted(changed["sites"][e["image"]]["site"] for e in changed["test"]) == ["bright", "dim", "dim", "dim"]
 
 
+def test_an_empty_quota_draws_nothing(tmp_path: Path) -> None:
+    assert site_shift.draw_split(tmp_path, "validation", 0, {"dim": 0, "bright": 0}, 0.9, max_draws=1) == []
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_arguments_and_an_unfilled_quota_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bright_fraction"):
         site_shift.write_site_shift_dataset(tmp_path, **{**SMALL, "bright_fraction": 1.5})
