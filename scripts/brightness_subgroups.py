@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collapse_cases import _brightness, _case_name, _protocol_dataset, _protocol_runs
+from collapse_cases import case_brightness, case_name, protocol_dataset, protocol_runs
 from quality import paired_difference
 from semiseg.arguments import check_number
 
@@ -120,22 +120,22 @@ def run_brightness_subgroups(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}.")
     check_number(threshold, "threshold", 0.0, low_open=True)
-    root, lists = _protocol_dataset(output_dir, phantom_dir)
+    root, lists = protocol_dataset(output_dir, phantom_dir)
     if not lists.get(split):
         raise ValueError(f"{root / 'datalist.json'} has no {split!r} list.")
-    runs = _protocol_runs(Path(output_dir), budget)
+    runs = protocol_runs(Path(output_dir), budget)
     by_row = {name: [r for r in runs if r["row"] == name] for name in (row, reference)}
     missing = [name for name, found in by_row.items() if not found]
     if missing:
         raise ValueError(f"{output_dir}: no run of {missing} at budget {budget}.")
-    brightness = {_case_name(entry): _brightness(entry, root) for entry in lists[split]}
+    brightness = {case_name(entry): case_brightness(entry, root) for entry in lists[split]}
     cases = split_by_brightness(brightness, threshold)
     result = {
         "split": split,
         "threshold": threshold,
         "row": row,
         "reference": reference,
-        "labeled": {_case_name(e): _brightness(e, root) for e in lists["training"][:budget]},
+        "labeled": {case_name(e): case_brightness(e, root) for e in lists["training"][:budget]},
         "brightness": brightness,
         "cases": cases,
         "subgroups": {name: paired_subgroup(by_row[row], by_row[reference], names, SPLITS[split])

@@ -32,7 +32,15 @@ from scipy.stats import spearmanr
 
 from quality import collect_runs
 
-__all__ = ["target_brightness", "split_runs", "run_collapse_cases"]
+__all__ = [
+    "target_brightness",
+    "case_brightness",
+    "case_name",
+    "protocol_runs",
+    "protocol_dataset",
+    "split_runs",
+    "run_collapse_cases",
+]
 
 
 def target_brightness(image: np.ndarray, label: np.ndarray) -> float:
@@ -72,7 +80,16 @@ def split_runs(runs: list[dict], collapse_below: float, reference: str) -> dict[
     }
 
 
-def _brightness(entry: dict, root: Path) -> float:
+def case_brightness(entry: dict, root: Path) -> float:
+    """The :func:`target_brightness` of one datalist entry.
+
+    Args:
+        entry: a datalist item with ``image`` and ``label`` paths (relative to ``root``, or absolute).
+        root: the dataset folder the datalist lives in.
+
+    Raises:
+        FileNotFoundError: naming the missing image or label file.
+    """
     paths = {key: root / entry[key] for key in ("image", "label")}  # an absolute entry replaces root
     for key, path in paths.items():
         if not path.is_file():
@@ -80,13 +97,17 @@ def _brightness(entry: dict, root: Path) -> float:
     return target_brightness(np.asarray(nib.load(paths["image"]).dataobj), np.asarray(nib.load(paths["label"]).dataobj))
 
 
-def _case_name(entry: dict) -> str:
+def case_name(entry: dict) -> str:
+    """The name the per-case tables key a datalist entry by: its image file name without extensions."""
     return Path(entry["image"]).name.split(".")[0]
 
 
-def _protocol_runs(output_dir: Path, budget: int) -> list[dict]:
-    """The records of ``collect_runs`` at ``budget``, each with its ``row``; the runs must share their overrides and
-    their test split."""
+def protocol_runs(output_dir: Path, budget: int) -> list[dict]:
+    """The records of ``quality.collect_runs`` at ``budget``, each with its ``row``.
+
+    Raises:
+        ValueError: when the runs under ``output_dir`` do not share one set of overrides and one test split.
+    """
     runs_json = [json.loads(p.read_text()) for p in output_dir.glob("*/run.json")]
     settings = {json.dumps([r["overrides"], r.get("test_cases")], sort_keys=True) for r in runs_json}
     if len(settings) != 1:
@@ -98,8 +119,12 @@ def _protocol_runs(output_dir: Path, budget: int) -> list[dict]:
     return [dict(r, row=row) for row, per_budget in results.items() for r in per_budget.get(budget, [])]
 
 
-def _protocol_dataset(output_dir: str, phantom_dir: str | None) -> tuple[Path, dict]:
-    """The dataset folder of a protocol's runs (``phantom_dir``, else ``<output_dir>/phantoms``) and its datalist."""
+def protocol_dataset(output_dir: str, phantom_dir: str | None) -> tuple[Path, dict]:
+    """The dataset folder of a protocol's runs (``phantom_dir``, else ``<output_dir>/phantoms``) and its datalist.
+
+    Raises:
+        FileNotFoundError: when the folder has no ``datalist.json``.
+    """
     root = Path(phantom_dir) if phantom_dir is not None else Path(output_dir) / "phantoms"
     datalist = root / "datalist.json"
     if not datalist.is_file():
@@ -108,9 +133,9 @@ def _protocol_dataset(output_dir: str, phantom_dir: str | None) -> tuple[Path, d
 
 
 def _case_row(entry: dict, root: Path, groups: dict[str, list[dict]]) -> dict:
-    name = _case_name(entry)
+    name = case_name(entry)
     means = {group: float(np.mean([r["val_cases"][name] for r in runs])) for group, runs in groups.items() if runs}
-    return {"case": name, "brightness": _brightness(entry, root), **means,
+    return {"case": name, "brightness": case_brightness(entry, root), **means,
             "difference": means["held"] - means["collapsed"]}  # fmt: skip
 
 
@@ -154,8 +179,8 @@ def run_collapse_cases(
     """
     if not 0 < collapse_below < 1:
         raise ValueError(f"collapse_below must be in (0, 1), got {collapse_below}.")
-    root, lists = _protocol_dataset(output_dir, phantom_dir)
-    runs = _protocol_runs(Path(output_dir), budget)
+    root, lists = protocol_dataset(output_dir, phantom_dir)
+    runs = protocol_runs(Path(output_dir), budget)
     groups = split_runs(runs, collapse_below, reference)
     if not groups["collapsed"] or not groups["held"]:
         raise ValueError(
@@ -169,7 +194,7 @@ def run_collapse_cases(
         "reference": reference,
         "reference_runs": [f"{r['row']} s{r['seed']}" for r in groups["reference"]],
         "cases": cases,
-        "labeled": {_case_name(e): _brightness(e, root) for e in lists["training"][:budget]},
+        "labeled": {case_name(e): case_brightness(e, root) for e in lists["training"][:budget]},
         "spearman": rho,
     }
     _print_table(result, collapse_below)

@@ -11,13 +11,9 @@ import pytest
 
 import quality
 import site_shift
-from collapse_cases import target_brightness
+from collapse_cases import case_brightness
 
 SMALL = {"num_labeled": 2, "num_unlabeled": 4, "num_validation": 4, "num_test": 4, "shape": (32, 32, 24)}
-
-
-def _brightness(root: Path, entry: dict) -> float:
-    return target_brightness(*(np.asarray(nib.load(root / entry[k]).dataobj) for k in ("image", "label")))
 
 
 def test_split_quota_rounds_the_bright_share() -> None:
@@ -40,7 +36,7 @@ def test_dataset_draws_each_list_by_site_with_the_labeled_cases_first(tmp_path: 
         assert sorted(sites[e["image"]]["site"] for e in datalist[key]) == ["bright", "bright", "dim", "dim"]
     # the recorded site is the brightness of the written files
     for entry in training + datalist["validation"] + datalist["test"]:
-        brightness = _brightness(tmp_path, entry)
+        brightness = case_brightness(entry, tmp_path)
         assert brightness == pytest.approx(sites[entry["image"]]["brightness"], abs=1e-3)
         assert (brightness >= 0.9) == (sites[entry["image"]]["site"] == "bright")
     names = [Path(e["image"]).name for key in ("training", "validation", "test") for e in datalist[key]]
@@ -99,3 +95,5 @@ def test_the_protocol_keeps_its_budgets_inside_the_labeled_site(tmp_path: Path) 
     assert spec["num_labeled"] == 2 and spec["rows"].split(",")[2] == "no_unlabeled_volumes"
     with pytest.raises(ValueError, match="at most the protocol's 2 labeled cases"):
         quality._write_protocol_dataset(spec, tmp_path, [4])
+    with pytest.raises(ValueError, match="'phantoms' or 'site_shift', got 'sites'"):
+        quality._write_protocol_dataset(dict(spec, dataset="sites"), tmp_path, [2])
