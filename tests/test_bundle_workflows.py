@@ -79,9 +79,10 @@ def test_overlays_only_touch_top_level_keys_of_train_json() -> None:
 
 #: the terms train.json switches off: KL since bundle 0.4.5, the entropy filter since LA 0.4.6 (pancreas, BraTS 0.4.5),
 #: prototype contrast since LA 0.4.7 (pancreas, BraTS 0.4.6), prediction consistency since LA 0.4.8 (the others 0.4.7),
-#: cross pseudo supervision since LA 0.4.9 (the others 0.4.8)
+#: cross pseudo supervision since LA 0.4.9 (the others 0.4.8), cross-reliable supervision since LA 0.4.11 (the others
+#: 0.4.10)
 CONTRAST = {"contrastive_a", "contrastive_b"}
-DEFAULT_OFF = {"cross_pseudo", "entropy_filter", "kl_uncertainty", "consistency"} | CONTRAST
+DEFAULT_OFF = {"cross_pseudo", "entropy_filter", "kl_uncertainty", "consistency", "cross_reliable"} | CONTRAST
 
 
 @pytest.mark.parametrize(
@@ -93,7 +94,7 @@ DEFAULT_OFF = {"cross_pseudo", "entropy_filter", "kl_uncertainty", "consistency"
         ("with_contrastive", DEFAULT_OFF - CONTRAST),
         ("with_consistency", DEFAULT_OFF - {"consistency"}),
         ("with_cross_pseudo", DEFAULT_OFF - {"cross_pseudo"}),
-        ("no_cross_reliable", DEFAULT_OFF | {"cross_reliable"}),
+        ("with_cross_reliable", DEFAULT_OFF - {"cross_reliable"}),
         ("no_unlabeled_volumes", DEFAULT_OFF),  # the defaults' terms; only where the unlabeled crops come from changes
         # the overlays about prototype contrast or the reliability masks it reads switch it on: without a term that
         # reads the masks they would change nothing
@@ -153,8 +154,8 @@ def test_no_unlabeled_volumes_overlay_cuts_the_unlabeled_crops_from_the_labeled_
     [
         ("full", True, "no_dropout", 4, True),
         ("no_intensity_augmentation", True, "no_dropout", 0, True),
-        # copy-paste is the defaults' one unlabeled term since CPS went off (LA 0.4.9): without it the run is
-        # supervised training with cross-reliable supervision, and reads no unlabeled volume
+        # copy-paste is the defaults' one unlabeled term since CPS went off (LA 0.4.9), and their one term since
+        # cross-reliable supervision went off (LA 0.4.11): without it the run is supervised training
         ("no_copy_paste", False, "no_dropout", 4, False),
         ("previous_defaults", False, "train", 0, True),
     ],

@@ -71,7 +71,7 @@ def _protocol_dir(tmp_path: Path) -> Path:
     overrides = {"iterations": 10}
     _write_run(tmp_path, "full", 0, {"dim": 0.8, "bright": 0.7}, overrides)
     _write_run(tmp_path, "full", 1, {"dim": 0.8, "bright": 0.1}, overrides)
-    _write_run(tmp_path, "no_cross_reliable", 0, {"dim": 0.6, "bright": 0.0}, overrides)
+    _write_run(tmp_path, "with_cross_reliable", 0, {"dim": 0.6, "bright": 0.0}, overrides)
     _write_run(tmp_path, "supervised", 0, {"dim": 0.5, "bright": 0.3}, overrides)  # the reference: in no group
     return tmp_path
 
@@ -79,7 +79,7 @@ def _protocol_dir(tmp_path: Path) -> Path:
 def test_cases_of_collapsed_and_held_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     result = collapse_cases.run_collapse_cases(str(_protocol_dir(tmp_path)), collapse_below=0.6)
 
-    assert result["held"] == ["full s0"] and sorted(result["collapsed"]) == ["full s1", "no_cross_reliable s0"]
+    assert result["held"] == ["full s0"] and sorted(result["collapsed"]) == ["full s1", "with_cross_reliable s0"]
     bright, dim = result["cases"]  # brightest target first
     assert bright["case"] == "bright" and bright["brightness"] > 1 > dim["brightness"]
     assert bright["held"] == pytest.approx(0.7) and bright["collapsed"] == pytest.approx(0.05)

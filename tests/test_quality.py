@@ -139,6 +139,10 @@ def test_the_digest_counts_a_disabled_component_as_null(tmp_path: Path, monkeypa
     (configs / "ablation" / "null_cps.json").write_text(json.dumps({"loss#cross_pseudo": None}))
     assert quality.config_digest("full") == quality.config_digest("null_cps")
     assert quality.config_digest("with_cross_pseudo") != quality.config_digest("full")
+    # and LA 0.4.11 cross-reliable supervision: 0.4.10's no_cross_reliable runs are 0.4.11's full runs
+    (configs / "ablation" / "null_cross_reliable.json").write_text(json.dumps({"loss#cross_reliable": None}))
+    assert quality.config_digest("full") == quality.config_digest("null_cross_reliable")
+    assert quality.config_digest("with_cross_reliable") != quality.config_digest("full")
     train = json.loads((configs / "train.json").read_text())
     train["loss"]["kl_uncertainty"].pop("_disabled_")  # 0.4.3's train.json: the term on, no flag
     (configs / "train.json").write_text(json.dumps(train))

@@ -33,6 +33,7 @@ __all__ = [
     "WITH_CONSISTENCY_OVERLAY",
     "WITH_CONTRASTIVE_OVERLAY",
     "WITH_CROSS_PSEUDO_OVERLAY",
+    "WITH_CROSS_RELIABLE_OVERLAY",
     "WITH_ENTROPY_FILTER_OVERLAY",
     "WITH_KL_OVERLAY",
     "BundleMethod",
@@ -71,20 +72,24 @@ WITH_CONSISTENCY_OVERLAY = "ablation/with_consistency.json"
 WITH_CROSS_PSEUDO_OVERLAY = "ablation/with_cross_pseudo.json"
 """The bundle's method with cross pseudo supervision, off by default since LA bundle 0.4.9."""
 
+WITH_CROSS_RELIABLE_OVERLAY = "ablation/with_cross_reliable.json"
+"""The bundle's method with cross-reliable supervision, off by default since LA bundle 0.4.11."""
+
 PLAIN_STEP_OVERRIDES: dict[str, Any] = {"pseudo_label_pass": "train", "loss#copy_paste": None}
 """How the timed step differs from the bundle's defaults: no teaching pass without dropout, no copy-paste mixes, and
-CPS on (:data:`PLAIN_STEP_OVERLAYS`).
+CPS and cross-reliable supervision on (:data:`PLAIN_STEP_OVERLAYS`).
 
 The loops here make one forward of the labeled and unlabeled crops, as the objective's terms need; the default
 copy-paste term also needs a no-gradient teaching pass and a forward of the mixed crops, which only
 ``SemiSupervisedTrainer`` assembles. Copy-paste is the defaults' one unlabeled term since LA bundle 0.4.9, so without
 it the objective would read no unlabeled crop: the engine would then skip them while the plain loop still forwards
-them. Cross pseudo supervision (the paper's core term, an option since 0.4.9) stays on instead, so the step is the
-dual-network step the benchmarks timed before 0.4.9 and both loops do the same work.
+them. Cross pseudo supervision (the paper's core term, an option since 0.4.9) and cross-reliable supervision (an
+option since 0.4.11) stay on instead, so the step is the dual-network step the benchmarks timed before 0.4.9 and both
+loops do the same work.
 """
 
-PLAIN_STEP_OVERLAYS: tuple[str, ...] = (WITH_CROSS_PSEUDO_OVERLAY,)
-"""Overlays read before a benchmark's own (which may switch CPS off again, as the supervised row does)."""
+PLAIN_STEP_OVERLAYS: tuple[str, ...] = (WITH_CROSS_PSEUDO_OVERLAY, WITH_CROSS_RELIABLE_OVERLAY)
+"""Overlays read before a benchmark's own (which may switch the terms off again, as the supervised row does)."""
 
 
 def bundle_setting(key: str, bundle: Path = LA_BUNDLE) -> Any:
