@@ -292,6 +292,31 @@ def test_unknown_protocol_is_refused() -> None:
         quality.run_quality(protocol="everything")
 
 
+def test_protocol_runs_keep_the_protocols_patch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo trains at 48x48x32 since LA 0.4.12; a protocol's runs at the protocol's 64x64x32, as its tables were
+    made, unless the command line sets a patch."""
+
+    class Stopped(Exception):
+        pass
+
+    seen: list[dict] = []
+
+    def capture(run_dir: Path, row: str, budget: object, seed: int, phantom_dir: Path, threads: int, extra: dict,
+                protocol: str | None = None) -> Path:  # fmt: skip
+        seen.append(dict(extra))
+        raise Stopped
+
+    monkeypatch.setattr(quality, "_write_protocol_dataset", lambda spec, phantom_dir, budgets: tmp_path / "d.json")
+    monkeypatch.setattr(quality, "_run_one", capture)
+    for patch in ({}, {"patch_size": [32, 32, 32]}):
+        with pytest.raises(Stopped):
+            quality.run_quality(rows="full", seeds="0", protocol="site_shift", output_dir=str(tmp_path), **patch)
+    assert seen[0]["patch_size"] == quality.PROTOCOLS["site_shift"]["patch_size"] == [64, 64, 32]
+    assert seen[1]["patch_size"] == [32, 32, 32]
+    assert quality.PROTOCOLS["label_limited"]["patch_size"] == [64, 64, 32]
+    assert json.loads((quality.BUNDLE / "configs" / "demo.json").read_text())["patch_size"] == [48, 48, 32]
+
+
 def test_protocol_runs_take_the_bundles_schedule_in_proportion() -> None:
     train = json.loads((quality.BUNDLE / "configs" / "train.json").read_text())
     full_length = quality.bundle_schedule(int(train["iterations"]))

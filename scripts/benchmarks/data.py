@@ -55,7 +55,7 @@ def run_data(
     the same loaders beforehand, so training is timed without data loading. Goal: data rate >= 3x training rate.
 
     Args:
-        num_workers, n_filters, patch: override the demo's values (0, 4, 64x64x32).
+        num_workers, n_filters, patch: override the demo's values (0, 4, 48x48x32; 64x64x32 before LA 0.4.12).
         overrides: more config overrides, ``{"id": value}``, e.g. ``{"num_labeled": 8}``.
         output_dir: bundle output folder (phantoms are written to ``<output_dir>/phantoms``, reused when present).
 
