@@ -24,10 +24,10 @@ Usage::
 
 ``--protocol label_limited`` runs the label-limited benchmark instead (see ``PROTOCOLS``): the ``la_varied``
 phantoms (40 training, 24 validation, 96 test cases; the test cases from their own phantom seed), longer runs at
-patch 64x64x32 (the protocol's, see ``PROTOCOLS``) with the bundle's own learning-rate step and unlabeled-weight ramp in proportion to their length
-(:func:`bundle_schedule`), and a table of per-seed values, mean, std and the paired difference of each row against
-supervised-only with its standard error, on validation (the cases every choice is made on) and on test (read once
-per run, at its last iteration, for the table)::
+patch 64x64x32 (the protocol's, see ``PROTOCOLS``) with the bundle's own learning-rate step and unlabeled-weight
+ramp in proportion to their length (:func:`bundle_schedule`), and a table of per-seed values, mean, std and the
+paired difference of each row against supervised-only with its standard error, on validation (the cases every choice
+is made on) and on test (read once per run, at its last iteration, for the table)::
 
     python scripts/benchmark.py quality --protocol label_limited --output_dir output/label_limited
     python scripts/benchmark.py quality --protocol label_limited --rows supervised,fully_supervised --seeds 0,1 \\
@@ -203,7 +203,9 @@ def _name(row: str) -> str:
 #: mean sat 0.02-0.05 above the other 72's (session 32's scoring of 8 checkpoints), so a 24-case mean is too coarse for
 #: the table's gaps; ``run.json`` records the number (``test_cases``), so that runs scored on either split never mix.
 #: ``patch_size`` is the protocols' own (the demo's until LA 0.4.12, whose demo trains at 48x48x32), so that their runs
-#: train and are scored as their tables were made.
+#: train and are scored as their tables were made; it is passed to each run, so a run made before 0.4.12 (no
+#: ``patch_size`` among its overrides, the demo's patch inside its digest) is refused as "other settings": rerun it,
+#: or record the override and the digest it has now (:func:`config_digest`) in its ``run.json``.
 PROTOCOLS: dict[str, dict] = {
     "label_limited": {
         "kind": "la_varied",
