@@ -12,6 +12,9 @@ cases, the mean difference, its standard error (sample std / sqrt(n)) and the wi
 Choices are made on the validation list only. ``split="test"`` reads the test Dice the protocol already recorded
 (one scoring per run, at its last iteration), for a report of the subgroups, not for choosing anything.
 
+Besides the table, ``<output_dir>/subgroups_<row>_vs_<reference>_<split>.png`` draws each subgroup's per-seed
+means, one line per seed from the reference to the row (``--plot false`` leaves it out).
+
 Usage (from the repository root)::
 
     python scripts/benchmark.py subgroups --output_dir output/label_limited_96 --row full \\
@@ -26,7 +29,7 @@ import numpy as np
 
 from collapse_cases import case_brightness, case_name, protocol_dataset, protocol_runs
 from quality import paired_difference
-from semiseg.arguments import check_number
+from semiseg.arguments import check_number, flag
 
 __all__ = ["SPLITS", "split_by_brightness", "paired_subgroup", "run_brightness_subgroups"]
 
@@ -92,6 +95,36 @@ def _print_table(result: dict) -> None:
               f"| {group['wins']}/{len(group['seeds'])} |")  # fmt: skip
 
 
+def _plot(result: dict, path: Path) -> None:
+    """One panel per subgroup: each seed's mean Dice under the reference and the row, joined by a line (a rising
+    line is a win of the row), the black bars the means over seeds; the title gives the paired difference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = result["subgroups"]
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 1, 4), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, (name, group) in zip(axes, groups.items()):
+        for seed, ref, row in zip(group["seeds"], group["reference"], group["row"]):
+            ax.plot([0, 1], [ref, row], marker="o", alpha=0.6, label=f"seed {seed}")
+        for x, key in enumerate(("reference", "row")):
+            ax.hlines(np.mean(group[key]), x - 0.2, x + 0.2, color="black", linewidth=2)
+        ax.set_xticks([0, 1])
+        ax.set_xticklabels([result["reference"], result["row"]], rotation=15, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, 1.5)
+        ax.set_title(f"{name}: {len(result['cases'][name])} cases\n{group['mean']:+.3f} +- {group['se']:.3f} "
+                     f"({group['wins']}/{len(group['seeds'])} up)", fontsize=9)  # fmt: skip
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(f"mean {result['split']} Dice of the subgroup's cases")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{result['split']} cases split at target brightness {result['threshold']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def run_brightness_subgroups(
     output_dir: str,
     row: str = "full",
@@ -100,6 +133,7 @@ def run_brightness_subgroups(
     threshold: float = 0.9,
     budget: int = 2,
     phantom_dir: str | None = None,
+    plot: bool | str = True,
 ) -> dict:
     """Print and return the paired difference of ``row`` and ``reference`` on the bright cases and on the rest.
 
@@ -111,6 +145,7 @@ def run_brightness_subgroups(
         threshold: the target brightness at and above which a case counts as bright.
         budget: the label budget of the runs.
         phantom_dir: the dataset of the runs; ``<output_dir>/phantoms`` by default.
+        plot: also write ``<output_dir>/subgroups_<row>_vs_<reference>_<split>.png`` (:func:`_plot`).
 
     Returns:
         ``{"split", "threshold", "row", "reference", "labeled": {case: brightness}, "brightness": {case: value},
@@ -120,6 +155,7 @@ def run_brightness_subgroups(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}.")
     check_number(threshold, "threshold", 0.0, low_open=True)
+    plot = flag(plot, "plot")
     root, lists = protocol_dataset(output_dir, phantom_dir)
     if not lists.get(split):
         raise ValueError(f"{root / 'datalist.json'} has no {split!r} list.")
@@ -142,6 +178,10 @@ def run_brightness_subgroups(
                       for name, names in cases.items()},  # fmt: skip
     }
     _print_table(result)
+    if plot:
+        path = Path(output_dir) / f"subgroups_{row}_vs_{reference}_{split}.png"
+        _plot(result, path)
+        print(f"figure:    {path}")
     return result
 
 

@@ -59,9 +59,11 @@ def test_subgroups_pair_the_rows_on_the_bright_cases_and_on_the_rest(
     assert bright["difference"] == pytest.approx([0.5, 0.4]) and bright["wins"] == 2
     assert rest["difference"] == pytest.approx([-0.05, -0.02]) and rest["wins"] == 0
     assert "| bright | 1 | s0:0.700 s1:0.750 | s0:0.200 s1:0.350 | +0.450 +- 0.050 | 2/2 |" in capsys.readouterr().out
-    test = subgroups.run_brightness_subgroups(str(root), split="test")["subgroups"]
+    assert (root / "subgroups_full_vs_no_unlabeled_volumes_validation.png").stat().st_size > 0
+    test = subgroups.run_brightness_subgroups(str(root), split="test", plot="false")["subgroups"]
     assert test["bright"]["row"] == pytest.approx([0.6, 0.65])  # read from <run>/metrics.csv, not validation
     assert test["bright"]["mean"] == pytest.approx(0.45)
+    assert not (root / "subgroups_full_vs_no_unlabeled_volumes_test.png").exists()  # plot="false" from the CLI
 
 
 def test_subgroups_reject_bad_arguments(tmp_path: Path) -> None:
@@ -74,5 +76,7 @@ def test_subgroups_reject_bad_arguments(tmp_path: Path) -> None:
         subgroups.run_brightness_subgroups(str(root), reference="supervised")
     with pytest.raises(ValueError, match="no case"):
         subgroups.run_brightness_subgroups(str(root), threshold=5.0)
+    with pytest.raises(ValueError, match="plot"):
+        subgroups.run_brightness_subgroups(str(root), plot="maybe")
     with pytest.raises(FileNotFoundError, match="datalist.json"):
         subgroups.run_brightness_subgroups(str(root), phantom_dir=str(tmp_path / "nowhere"))
