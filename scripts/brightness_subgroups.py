@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from collapse_cases import case_brightness, case_name, protocol_dataset, protocol_runs
-from quality import paired_difference
+from quality import paired_difference, seed_lines
 from semiseg.arguments import check_number, flag
 
 __all__ = ["SPLITS", "split_by_brightness", "paired_subgroup", "run_brightness_subgroups"]
@@ -107,10 +107,8 @@ def _plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 1, 4), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, (name, group) in zip(axes, groups.items()):
-        for seed, ref, row in zip(group["seeds"], group["reference"], group["row"]):
-            ax.plot([0, 1], [ref, row], marker="o", alpha=0.6, label=f"seed {seed}")
-        for x, key in enumerate(("reference", "row")):
-            ax.hlines(np.mean(group[key]), x - 0.2, x + 0.2, color="black", linewidth=2)
+        pairs = zip(group["seeds"], group["reference"], group["row"])
+        seed_lines(ax, {seed: {0: ref, 1: row} for seed, ref, row in pairs})
         ax.set_xticks([0, 1])
         ax.set_xticklabels([result["reference"], result["row"]], rotation=15, ha="right", fontsize=8)
         ax.set_xlim(-0.5, 1.5)

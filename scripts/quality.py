@@ -139,7 +139,7 @@ ROW_SHORT = {
 
 __all__ = [
     "run_quality", "bundle_schedule", "case_swings", "collect_runs", "protocol_table", "overlays", "run_configs",
-    "config_digest", "is_bound",
+    "config_digest", "is_bound", "seed_lines",
     "ALLOCATOR_ENV", "PROTOCOLS",
 ]  # fmt: skip
 
@@ -593,6 +593,19 @@ def _plot(results: dict, budgets: list[int], path: Path, total_cases: int, kind:
     plt.close(fig)
 
 
+def seed_lines(ax: object, per_seed: Mapping[int, Mapping[int, float]], half_width: float = 0.25) -> None:
+    """Draw on ``ax`` one line per seed through its values at x positions ``{seed: {x: value}}`` and, at each x, a
+    black bar at the mean over the seeds that have a value there (paired runs: a rising line is a win)."""
+    at_x: dict[int, list[float]] = {}
+    for seed, points in sorted(per_seed.items()):
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], marker="o", alpha=0.6, label=f"seed {seed}")
+        for x in xs:
+            at_x.setdefault(x, []).append(points[x])
+    for x, values in at_x.items():
+        ax.hlines(np.mean(values), x - half_width, x + half_width, color="black", linewidth=2)
+
+
 def _paired_plot(results: dict, budget: int, path: Path, title: str) -> list[str]:
     """Validation and test Dice of every seed, one line per seed across the rows at label budget ``budget``.
 
@@ -613,11 +626,7 @@ def _paired_plot(results: dict, budget: int, path: Path, title: str) -> list[str
             runs = [r for r in results[row].get(budget) or results[row].get(None) if key in r]
             for r in runs:
                 per_seed.setdefault(r["seed"], {})[x] = r[key]
-            if runs:
-                ax.hlines(np.mean([r[key] for r in runs]), x - 0.25, x + 0.25, color="black", linewidth=2)
-        for seed, points in sorted(per_seed.items()):
-            xs = sorted(points)
-            ax.plot(xs, [points[x] for x in xs], marker="o", alpha=0.6, label=f"seed {seed}")
+        seed_lines(ax, per_seed)
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels([ROW_SHORT.get(row, row) for row in rows], rotation=20, ha="right", fontsize=8)
         ax.set_title(f"{split} Dice")

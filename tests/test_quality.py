@@ -227,6 +227,25 @@ def test_paired_plot_draws_every_row_with_the_bound_last(tmp_path: Path) -> None
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+def test_seed_lines_draw_a_line_per_seed_and_a_bar_at_each_mean() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    quality.seed_lines(ax, {1: {0: 0.6, 1: 0.8}, 0: {0: 0.5, 1: 0.9, 2: 0.7}}, half_width=0.2)
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["seed 0", "seed 1"]
+    assert list(lines[0].get_ydata()) == [0.5, 0.9, 0.7]
+    bars = sorted(tuple(map(tuple, c.get_segments()[0])) for c in ax.collections)  # ((x0, y0), (x1, y1)) each
+    assert len(bars) == 3  # one bar per x position, over the seeds that have a value there
+    for ((x0, y0), (x1, y1)), x, mean in zip(bars, (0, 1, 2), (0.55, 0.85, 0.7)):
+        assert (x0, x1) == pytest.approx((x - 0.2, x + 0.2))
+        assert (y0, y1) == pytest.approx((mean, mean))
+    plt.close(fig)
+
+
 def test_case_swings_pair_each_validation_case_with_the_reference_of_its_seed(tmp_path: Path) -> None:
     for name, row, seed, cases in [
         ("supervised_l2_s0", "supervised", 0, {"a": 0.5, "b": 0.6, "c": 0.7}),
