@@ -35,8 +35,8 @@ is made on) and on test (read once per run, at its last iteration, for the table
 
 ``--protocol site_shift`` draws the same family as two sites (``scripts/site_shift.py``): the 2 labeled cases from
 the site whose atrium is darker than the pools around it, half of the unlabeled, validation and test cases from the
-other, so that the mean asks what the unlabeled volumes add where the labeled cases do not reach; its default rows
-include the ``no_unlabeled_volumes`` control::
+other, so that the mean asks what the unlabeled volumes add where the labeled cases do not reach; its runs are twice
+as long (3000 iterations) and its default rows include the ``no_unlabeled_volumes`` control::
 
     python scripts/benchmark.py quality --protocol site_shift --parallel 2 --threads 1 --output_dir output/site_shift
 
@@ -224,6 +224,8 @@ PROTOCOLS: dict[str, dict] = {
     # the same family drawn as two sites (scripts/site_shift.py): the 2 labeled cases from the dim-atrium one, half
     # of the unlabeled, validation and test cases from the bright-atrium one; test cases from a stream no protocol
     # has read. Made after label_limited's control showed the unlabeled volumes' gain on its few bright cases only.
+    # 3000 iterations since session 39, chosen on validation (5 seeds each): at 1500 the bound stopped at 0.827, short
+    # of the 0.85 the protocol asks of it; at 3000 it reaches 0.869 and supervised-only stays 0.120 below it.
     "site_shift": {
         "kind": "la_varied",
         "num_train": 40,
@@ -238,7 +240,7 @@ PROTOCOLS: dict[str, dict] = {
         "rows": "supervised,full,no_unlabeled_volumes,fully_supervised",
         "seeds": "0,1,2,3,4",
         "budgets": "2",
-        "iterations": 1500,
+        "iterations": 3000,
         "patch_size": [64, 64, 32],
     },
 }
