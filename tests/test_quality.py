@@ -334,6 +334,11 @@ def test_protocol_runs_keep_the_protocols_patch(tmp_path: Path, monkeypatch: pyt
     assert seen[1]["patch_size"] == [32, 32, 32]
     assert quality.PROTOCOLS["label_limited"]["patch_size"] == [64, 64, 32]
     assert json.loads((quality.BUNDLE / "configs" / "demo.json").read_text())["patch_size"] == [48, 48, 32]
+    assert "train#dataloader#sampler" not in seen[0]  # the bundle's own loader outside one_labeled
+    with pytest.raises(Stopped):
+        quality.run_quality(rows="supervised", seeds="0", protocol="one_labeled", output_dir=str(tmp_path))
+    assert seen[2]["train#dataloader#sampler"].startswith("$torch.utils.data.RandomSampler(")
+    assert seen[2]["train#dataloader#shuffle"] is False and seen[2]["iterations"] == 1500
 
 
 def test_protocol_runs_take_the_bundles_schedule_in_proportion() -> None:

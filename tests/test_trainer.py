@@ -4,6 +4,7 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.engines import IterationEvents
+from torch.utils.data import DataLoader
 
 from semiseg.engines import STUDENT_VIEW_KEY, DualNetworkObjective, NonFiniteLossError, SemiSupervisedTrainer
 from semiseg.losses import (
@@ -140,6 +141,20 @@ def test_bad_arguments(tiny_dual_net) -> None:
         make_trainer(tiny_dual_net, make_batches(1, 2), None, iterations=0)
     with pytest.raises(ValueError, match="labeled data loader is empty"):
         make_trainer(tiny_dual_net, [], None, iterations=2)
+
+
+def test_one_labeled_case_short_of_a_batch_is_named(tiny_dual_net) -> None:
+    """One labeled case and batches of 2 with drop_last: the error gives both counts and the way out; a sampler
+    drawing 2 crops of the case (as the one_labeled protocol does) makes a batch of it."""
+    case = [{"image": torch.rand(1, 16, 16, 16), "label": torch.zeros(1, 16, 16, 16)}]
+    dropped = DataLoader(case, batch_size=2, drop_last=True)
+    with pytest.raises(ValueError, match=r"1 labeled case\(s\) for labeled batches of 2 with drop_last"):
+        make_trainer(tiny_dual_net, dropped, None, iterations=2)
+    sampler = torch.utils.data.RandomSampler(case, num_samples=2)
+    filled = DataLoader(case, batch_size=2, drop_last=True, sampler=sampler)
+    assert next(iter(filled))["image"].shape[0] == 2
+    unlabeled = make_batches(1, 2, labeled=False)
+    assert make_trainer(tiny_dual_net, filled, unlabeled, iterations=2).run_length.epoch_length == 1
 
 
 def test_stats_handler_logs_every_term(tiny_dual_net, capsys) -> None:

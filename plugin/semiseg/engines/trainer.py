@@ -144,6 +144,7 @@ class SemiSupervisedTrainer(Trainer):
         _check_teacher(objective, teacher_network)
         if epoch_length is None:
             epoch_length = len(train_data_loader)  # type: ignore[arg-type]
+            _check_not_short_of_a_batch(train_data_loader, epoch_length)
         handlers = [*(train_handlers or ()), *((rank0_handlers or ()) if idist.get_rank() == 0 else ())]
         self.run_length = RunLength(iterations, max_epochs, epoch_length)
         self.run_length.fit_components(_schedules(objective), handlers)
@@ -316,6 +317,19 @@ def _check_teacher(objective: DualNetworkObjective, teacher_network: torch.nn.Mo
         raise ValueError(
             f"teacher_network is given but the objective's pseudo_label_pass is {objective.pseudo_label_pass!r}; "
             "it teaches only with pseudo_label_pass='mean_teacher'."
+        )
+
+
+def _check_not_short_of_a_batch(loader: Iterable, epoch_length: int) -> None:
+    """Name the cause when a labeled loader with cases yields no batch: fewer cases than one batch, ``drop_last``."""
+    cases = len(getattr(loader, "dataset", None) or ())
+    batch_size = getattr(loader, "batch_size", None)
+    if epoch_length == 0 and cases > 0 and batch_size is not None and getattr(loader, "drop_last", False):
+        raise ValueError(
+            f"the labeled data loader yields no batch: {cases} labeled case(s) for labeled batches of {batch_size} "
+            "with drop_last. Set labeled_batch_size to at most the number of labeled cases, or let a batch hold "
+            "several crops of one case: --train#dataloader#sampler '$torch.utils.data.RandomSampler(@train#dataset, "
+            f"num_samples={batch_size})' --train#dataloader#shuffle false."
         )
 
 
