@@ -41,7 +41,7 @@ as long (3000 iterations) and its default rows include the ``no_unlabeled_volume
     python scripts/benchmark.py quality --protocol site_shift --parallel 2 --threads 1 --output_dir output/site_shift
 
 ``--protocol one_labeled`` is label_limited with 1 labeled case of 40 (its training and validation cases, test cases
-from a stream no protocol had read): the three default rows at 1500 iterations, about 2 hours two at a time::
+from a stream no protocol had read): the three default rows at 1500 iterations, about 1 h 40 min two at a time::
 
     python scripts/benchmark.py quality --protocol one_labeled --parallel 2 --threads 1 --output_dir output/one_labeled
 
